@@ -1,0 +1,480 @@
+"""The event store port: value types, errors and the reader/writer protocols. No I/O.
+
+Every adapter (memory, SQLite, EventStoreDB) behaves like EventStoreDB, so an application moves
+between them by changing one connection string:
+
+* A stream is named ``{Category}-{id}``; its revisions count from 0 and have no gaps.
+* :meth:`EventWriter.append` is atomic per stream and checks an :data:`ExpectedVersion`:
+  :attr:`StreamState.ANY`, :attr:`StreamState.NO_STREAM`, :attr:`StreamState.STREAM_EXISTS` or
+  an exact revision. Re-appending the same event ids at the same expected version writes
+  nothing and returns the original result (idempotent append).
+* ``$all`` orders every event by commit position: strictly increasing, greater than zero, with
+  gaps allowed. Reading ``$all`` forwards *includes* the start position, backwards *excludes*
+  it; subscriptions *exclude* their start position, so a subscriber resumes from its checkpoint.
+* Event types starting with ``$`` are system events, excluded from ``$all`` unless a filter
+  asks for them.
+* Soft delete hides a stream (it may be written again, revisions continuing); a tombstone
+  deletes it for ever.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+
+from eventsourcing_cqrs.errors import (
+    EventStoreError,
+    InvalidInputError,
+    StreamDeletedError,
+    StreamNotFoundError,
+    WrongExpectedVersionError,
+)
+
+__all__ = [
+    "CAUSATION_ID_KEY",
+    "CORRELATION_ID_KEY",
+    "MAX_STREAM_NAME_LENGTH",
+    "AppendResult",
+    "CaughtUp",
+    "Checkpoint",
+    "EventFilter",
+    "EventReader",
+    "EventStore",
+    "EventStoreError",
+    "EventWriter",
+    "ExpectedVersion",
+    "NewEvent",
+    "RecordedEvent",
+    "StreamDeletedError",
+    "StreamName",
+    "StreamNotFoundError",
+    "StreamState",
+    "Subscription",
+    "SubscriptionItem",
+    "WrongExpectedVersionError",
+    "validate_events",
+    "validate_expected_version",
+    "validate_limit",
+    "validate_position",
+    "validate_revision",
+]
+
+#: EventStoreDB's metadata key for the correlation id (its ``$by_correlation_id`` projection reads it).
+CORRELATION_ID_KEY = "$correlationId"
+#: EventStoreDB's metadata key for the causation id.
+CAUSATION_ID_KEY = "$causationId"
+
+MAX_STREAM_NAME_LENGTH = 1000
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class StreamName(str):
+    """A validated stream name: non-empty, at most 1000 characters, no control characters.
+
+    It is a ``str``, so it can be used anywhere a string is expected::
+
+        >>> StreamName.for_aggregate("Account", "42")
+        'Account-42'
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, value: str) -> Self:
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, str):
+            raise InvalidInputError("stream name", value, "a stream name must be a string")
+        if not value:
+            raise InvalidInputError("stream name", value, "a stream name must not be empty")
+        if len(value) > MAX_STREAM_NAME_LENGTH:
+            raise InvalidInputError(
+                "stream name",
+                value,
+                f"a stream name is at most {MAX_STREAM_NAME_LENGTH} characters, this one has {len(value)}",
+            )
+        if _CONTROL_CHARACTERS.search(value):
+            raise InvalidInputError("stream name", value, "a stream name must not contain control characters")
+        return super().__new__(cls, value)
+
+    @classmethod
+    def for_aggregate(cls, category: str, aggregate_id: object) -> StreamName:
+        """The stream of one aggregate: ``{category}-{id}``."""
+        if not category or "-" in category:
+            raise InvalidInputError(
+                "stream category", category, "a category must be non-empty and contain no '-'"
+            )
+        return cls(f"{category}-{aggregate_id}")
+
+    @property
+    def category(self) -> str:
+        """The part before the first ``-`` (the whole name when there is none)."""
+        return self.split("-", 1)[0]
+
+
+class StreamState(enum.Enum):
+    """Expected stream states that are not an exact revision."""
+
+    ANY = "any"
+    NO_STREAM = "no_stream"
+    STREAM_EXISTS = "stream_exists"
+
+    def __repr__(self) -> str:
+        return f"StreamState.{self.name}"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+#: What a writer expects of a stream: a state, or the exact revision of its last event.
+ExpectedVersion = StreamState | int
+
+
+def validate_revision(revision: object, field_name: str = "revision") -> int:
+    """Return ``revision`` if it is a non-negative ``int``, else raise :class:`InvalidInputError`."""
+    if isinstance(revision, bool) or not isinstance(revision, int):
+        raise InvalidInputError(field_name, revision, "a revision must be an integer")
+    if revision < 0:
+        raise InvalidInputError(field_name, revision, "a revision must not be negative")
+    return revision
+
+
+def validate_position(position: object, field_name: str = "position") -> int:
+    """Return ``position`` if it is a non-negative ``int``, else raise :class:`InvalidInputError`."""
+    if isinstance(position, bool) or not isinstance(position, int):
+        raise InvalidInputError(field_name, position, "a commit position must be an integer")
+    if position < 0:
+        raise InvalidInputError(field_name, position, "a commit position must not be negative")
+    return position
+
+
+def validate_expected_version(expected: object) -> ExpectedVersion:
+    """Return ``expected`` if it is a :class:`StreamState` or a revision, else raise."""
+    if isinstance(expected, StreamState):
+        return expected
+    return validate_revision(expected, "expected version")
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append.
+
+    ``data`` and ``metadata`` are bytes (JSON by convention, ``content_type`` says otherwise).
+    ``id`` makes the append idempotent: derive it deterministically when a retry must not
+    write twice.
+    """
+
+    type: str
+    data: bytes
+    metadata: bytes = b""
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    content_type: str = "application/json"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.type, str) or not self.type:
+            raise InvalidInputError("event type", self.type, "an event type must be non-empty")
+        if _CONTROL_CHARACTERS.search(self.type):
+            raise InvalidInputError(
+                "event type", self.type, "an event type must not contain control characters"
+            )
+        if not isinstance(self.id, uuid.UUID):
+            raise InvalidInputError("event id", self.id, "an event id must be a uuid.UUID")
+        if not isinstance(self.data, bytes):
+            raise InvalidInputError(
+                "event data", self.data, f"event data must be bytes, not {type(self.data).__name__}"
+            )
+        if not isinstance(self.metadata, bytes):
+            raise InvalidInputError(
+                "event metadata",
+                self.metadata,
+                f"event metadata must be bytes, not {type(self.metadata).__name__}",
+            )
+
+
+def validate_events(events: Sequence[NewEvent]) -> list[NewEvent]:
+    """Check that ``events`` is a sequence of :class:`NewEvent` with distinct ids."""
+    if isinstance(events, NewEvent) or not isinstance(events, Sequence):
+        raise InvalidInputError("events", events, "give a sequence of NewEvent")
+    checked = list(events)
+    for event in checked:
+        if not isinstance(event, NewEvent):
+            raise InvalidInputError("event", event, "each event must be a NewEvent")
+    if len({event.id for event in checked}) != len(checked):
+        raise InvalidInputError("event ids", [e.id for e in checked], "event ids must be distinct")
+    return checked
+
+
+def validate_limit(limit: int | None) -> int | None:
+    """Return ``limit`` if it is ``None`` or a non-negative ``int``, else raise."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise InvalidInputError("limit", limit, "a limit must be a non-negative integer")
+    return limit
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as stored: where it is in its stream and in ``$all``, and when it was written."""
+
+    id: uuid.UUID
+    type: str
+    data: bytes
+    metadata: bytes
+    stream: str
+    revision: int
+    position: int
+    recorded_at: datetime
+    content_type: str = "application/json"
+
+    @property
+    def is_system(self) -> bool:
+        """Whether this is a system event (its type starts with ``$``)."""
+        return self.type.startswith("$")
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """The outcome of an append: the stream's new last revision and its commit position."""
+
+    stream: str
+    revision: int
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A subscription has considered every event up to and including ``position``.
+
+    Emitted while filtering, so that a consumer of rare events still advances its checkpoint.
+    """
+
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class CaughtUp:
+    """A subscription has delivered every event that existed when it caught up; it is now live.
+
+    ``position`` is the last position considered (``None`` if ``$all`` was empty).
+    """
+
+    position: int | None
+
+
+#: What iterating a :class:`Subscription` yields.
+SubscriptionItem = RecordedEvent | Checkpoint | CaughtUp
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """A server-side filter for ``$all`` reads and subscriptions.
+
+    It matches either on event type (``by="event_type"``) or on stream name
+    (``by="stream_name"``), by any of ``prefixes`` or by ``regex`` (searched, unanchored, as
+    EventStoreDB does). System events (types starting with ``$``) are excluded unless
+    ``include_system_events`` is true.
+
+    >>> EventFilter.for_event_types(["AccountOpened", "MoneyDeposited"]).matches("MoneyDeposited", "x")
+    True
+    """
+
+    by: str = "event_type"
+    prefixes: tuple[str, ...] = ()
+    regex: str | None = None
+    include_system_events: bool = False
+
+    def __post_init__(self) -> None:
+        if self.by not in ("event_type", "stream_name"):
+            raise InvalidInputError("filter by", self.by, "use 'event_type' or 'stream_name'")
+        if self.prefixes and self.regex is not None:
+            raise InvalidInputError("filter", self, "give prefixes or a regex, not both")
+        if isinstance(self.prefixes, str):
+            raise InvalidInputError("filter prefixes", self.prefixes, "give a tuple of prefixes")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise InvalidInputError("filter regex", self.regex, str(exc)) from exc
+
+    @classmethod
+    def for_event_types(cls, types: Sequence[str]) -> EventFilter:
+        """Match exactly these event types."""
+        names = sorted(set(types))
+        if not names:
+            raise InvalidInputError("event types", types, "give at least one event type")
+        return cls(regex="^(?:" + "|".join(re.escape(name) for name in names) + ")$")
+
+    @classmethod
+    def for_stream_prefixes(cls, prefixes: Sequence[str]) -> EventFilter:
+        """Match events whose stream name starts with any of ``prefixes``."""
+        return cls(by="stream_name", prefixes=tuple(prefixes))
+
+    @classmethod
+    def for_categories(cls, categories: Sequence[str]) -> EventFilter:
+        """Match the streams of these aggregate categories (``{Category}-...``)."""
+        return cls.for_stream_prefixes([f"{category}-" for category in categories])
+
+    def matches(self, event_type: str, stream: str) -> bool:
+        """Whether an event of this type in this stream passes the filter."""
+        if not self.include_system_events and event_type.startswith("$"):
+            return False
+        value = event_type if self.by == "event_type" else stream
+        if self.regex is not None:
+            return _compiled(self.regex).search(value) is not None
+        if self.prefixes:
+            return value.startswith(self.prefixes)
+        return True
+
+
+_REGEX_CACHE: dict[str, re.Pattern[str]] = {}
+
+
+def _compiled(pattern: str) -> re.Pattern[str]:
+    compiled = _REGEX_CACHE.get(pattern)
+    if compiled is None:
+        compiled = _REGEX_CACHE[pattern] = re.compile(pattern)
+    return compiled
+
+
+#: The filter used when none is given: every non-system event.
+DEFAULT_FILTER = EventFilter()
+
+
+@runtime_checkable
+class Subscription(Protocol):
+    """A catch-up subscription to ``$all``: historical events, then live ones.
+
+    Iterating yields :class:`RecordedEvent` in commit-position order with no gap and no
+    duplicate across the switch to live, :class:`Checkpoint` while filtering, and one
+    :class:`CaughtUp` when it first goes live. Iteration blocks for new events; it ends after
+    :meth:`stop` (which may be called from another thread).
+    """
+
+    def __iter__(self) -> Iterator[SubscriptionItem]: ...
+
+    def __next__(self) -> SubscriptionItem: ...
+
+    def poll(self, timeout: float) -> SubscriptionItem | None:
+        """The next item, or ``None`` if none arrives within ``timeout`` seconds."""
+        ...
+
+    def stop(self) -> None:
+        """End the subscription; a blocked iteration returns promptly."""
+        ...
+
+    @property
+    def stopped(self) -> bool:
+        """Whether :meth:`stop` was called (or the subscription ended)."""
+        ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class EventReader(Protocol):
+    """Reading streams and ``$all``, and subscribing to ``$all``."""
+
+    def read_stream(
+        self,
+        stream: str,
+        *,
+        from_revision: int | None = None,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> Iterator[RecordedEvent]:
+        """Events of one stream from ``from_revision`` (inclusive; default: the first, or the last
+        when ``backwards``), at most ``limit`` of them.
+
+        Raises :class:`StreamNotFoundError` when called (not when iterated) if the stream has no
+        events or was soft-deleted, and :class:`StreamDeletedError` if it was tombstoned.
+        """
+        ...
+
+    def read_all(
+        self,
+        *,
+        from_position: int | None = None,
+        backwards: bool = False,
+        limit: int | None = None,
+        filter: EventFilter | None = None,
+    ) -> Iterator[RecordedEvent]:
+        """Events of ``$all`` in commit order.
+
+        Forwards from ``from_position`` *inclusive* (default: the start); backwards from
+        ``from_position`` *exclusive* (default: the end). Events are fetched in pages, so memory
+        stays flat however many are read.
+        """
+        ...
+
+    def stream_version(self, stream: str) -> int | None:
+        """The revision of the stream's last event, or ``None`` if it has none (or was soft-deleted).
+
+        Raises :class:`StreamDeletedError` if the stream was tombstoned.
+        """
+        ...
+
+    def head_position(self, filter: EventFilter | None = None) -> int:
+        """The commit position of the last event of ``$all`` passing ``filter`` (0 if none)."""
+        ...
+
+    def subscribe(
+        self,
+        *,
+        from_position: int | None = None,
+        filter: EventFilter | None = None,
+        checkpoint_interval: int = 150,
+    ) -> Subscription:
+        """Subscribe to ``$all`` after ``from_position`` (exclusive; default: from the start).
+
+        While filtering, a :class:`Checkpoint` is emitted at least every
+        ``checkpoint_interval`` considered events and when catch-up ends.
+        """
+        ...
+
+
+class EventWriter(Protocol):
+    """Appending to and deleting streams."""
+
+    def append(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        *,
+        expected_version: ExpectedVersion,
+    ) -> AppendResult:
+        """Append ``events`` to ``stream`` atomically if it is at ``expected_version``.
+
+        Raises :class:`WrongExpectedVersionError` (nothing written) on a mismatch and
+        :class:`StreamDeletedError` for a tombstoned stream. Re-appending events whose ids are
+        already in the stream at the same expected version writes nothing and returns the
+        original revision and position.
+        """
+        ...
+
+    def delete_stream(self, stream: str, *, expected_version: ExpectedVersion) -> None:
+        """Soft-delete: the stream reads as not found, and may be written again later."""
+        ...
+
+    def tombstone_stream(self, stream: str, *, expected_version: ExpectedVersion) -> None:
+        """Hard-delete: the stream can never be read or written again."""
+        ...
+
+
+class EventStore(EventReader, EventWriter, Protocol):
+    """An event store: reader and writer, with a lifetime."""
+
+    def close(self) -> None:
+        """Release connections and stop background work; idempotent."""
+        ...

@@ -1,0 +1,573 @@
+"""The embedded default: an event store in one SQLite file, with EventStoreDB's semantics.
+
+* **WAL mode**, so readers never block the writer; several threads and several processes may
+  use one file at once. Each thread gets its own connection; appends take SQLite's write lock
+  (``BEGIN IMMEDIATE``) so they are serialised, and commit positions (the table's rowid) are
+  therefore strictly increasing in commit order: a reader never sees position N+1 before N.
+* **Durable by default** (``synchronous=FULL``: a committed append survives a power cut).
+  ``durable=False`` (``sqlite:///events.db?durable=false``) uses ``synchronous=NORMAL``: an
+  append survives the process crashing but the last ones may be lost if the machine loses
+  power. It is several times faster for one-event appends.
+* **Subscriptions** read in pages after their last position; an append in this process wakes
+  them at once, one in another process is seen within ``poll_interval`` (20 ms by default).
+* Soft delete and tombstone behave as on EventStoreDB, including the ``$metadata`` events in
+  ``$${stream}`` and the ``$streamDeleted`` record, which appear in ``$all`` as system events.
+  The embedded store does not interpret other stream metadata (``$maxAge``, ``$maxCount``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import structlog
+
+from eventsourcing_cqrs.errors import (
+    EventStoreCorruptedError,
+    EventStoreError,
+    EventStoreLockedError,
+    EventStoreUnavailableError,
+    InvalidInputError,
+    StreamDeletedError,
+    StreamNotFoundError,
+    WrongExpectedVersionError,
+)
+from eventsourcing_cqrs.store._commit import (
+    DELETED_REVISION,
+    AlreadyWritten,
+    StreamInfo,
+    decide,
+)
+from eventsourcing_cqrs.store._subscription import Notifier, PollingSubscription
+from eventsourcing_cqrs.store.port import (
+    DEFAULT_FILTER,
+    AppendResult,
+    EventFilter,
+    ExpectedVersion,
+    NewEvent,
+    RecordedEvent,
+    StreamName,
+    validate_events,
+    validate_expected_version,
+    validate_limit,
+    validate_position,
+    validate_revision,
+)
+
+__all__ = ["SQLiteEventStore"]
+
+logger = structlog.get_logger(__name__)
+
+#: Written into the file header so that a foreign SQLite file is recognised ("ESCQ").
+APPLICATION_ID = 0x45534351
+SCHEMA_VERSION = 1
+PAGE_SIZE = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    position     INTEGER PRIMARY KEY,
+    stream       TEXT    NOT NULL,
+    revision     INTEGER NOT NULL,
+    id           BLOB    NOT NULL,
+    type         TEXT    NOT NULL,
+    data         BLOB    NOT NULL,
+    metadata     BLOB    NOT NULL,
+    content_type TEXT    NOT NULL,
+    recorded_at  INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_stream ON events (stream, revision);
+CREATE INDEX IF NOT EXISTS events_by_id ON events (id);
+CREATE TABLE IF NOT EXISTS streams (
+    name          TEXT    PRIMARY KEY,
+    last_revision INTEGER NOT NULL,
+    visible_from  INTEGER NOT NULL DEFAULT 0,
+    tombstoned    INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+"""
+
+_COLUMNS = "position, stream, revision, id, type, data, metadata, content_type, recorded_at"
+
+_Row = tuple[int, str, int, bytes, str, bytes, bytes, str, int]
+
+
+def _to_event(row: _Row) -> RecordedEvent:
+    position, stream, revision, event_id, type_, data, metadata, content_type, micros = row
+    return RecordedEvent(
+        id=uuid.UUID(bytes=event_id),
+        type=type_,
+        data=data,
+        metadata=metadata,
+        stream=stream,
+        revision=revision,
+        position=position,
+        recorded_at=datetime.fromtimestamp(micros / 1_000_000, UTC),
+        content_type=content_type,
+    )
+
+
+class SQLiteEventStore:
+    """The event store port over one SQLite file (see the module docstring).
+
+    :param path: the database file; created with its schema if absent.
+    :param durable: ``synchronous=FULL`` (default) or the faster ``NORMAL``.
+    :param busy_timeout: seconds to wait for another connection's write lock before raising
+        :class:`~eventsourcing_cqrs.errors.EventStoreLockedError`.
+    :param poll_interval: how often an idle subscription looks for appends by other processes.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durable: bool = True,
+        busy_timeout: float = 10.0,
+        poll_interval: float = 0.02,
+    ) -> None:
+        if not isinstance(path, str | os.PathLike) or not str(path) or str(path) == ":memory:":
+            raise InvalidInputError(
+                "database path", path, "give a file path (use InMemoryEventStore for memory)"
+            )
+        self.path = Path(path)
+        self.durable = durable
+        self._busy_timeout = busy_timeout
+        self._poll_interval = poll_interval
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._notifier = Notifier()
+        self._closed = False
+        self._initialise()
+
+    def __repr__(self) -> str:
+        return f"SQLiteEventStore({str(self.path)!r}, durable={self.durable})"
+
+    # -- connections ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _translate(self, operation: str) -> Iterator[None]:
+        """Translate sqlite3's errors into ours, naming the file and the operation."""
+        try:
+            yield
+        except EventStoreError:
+            raise
+        except sqlite3.OperationalError as exc:
+            message = str(exc)
+            if "locked" in message or "busy" in message:
+                raise EventStoreLockedError(
+                    f"Event store {str(self.path)!r} stayed locked by another connection for more "
+                    f"than {self._busy_timeout:g} s during {operation}."
+                ) from exc
+            if "unable to open" in message or "readonly" in message or "disk I/O" in message:
+                raise EventStoreUnavailableError(
+                    f"Cannot use event store file {str(self.path)!r} for {operation}: {message}."
+                ) from exc
+            raise EventStoreError(
+                f"SQLite failed during {operation} on {str(self.path)!r}: {message}."
+            ) from exc
+        except sqlite3.DatabaseError as exc:
+            raise EventStoreCorruptedError(
+                f"Event store file {str(self.path)!r} is not a valid SQLite database "
+                f"({exc}); nothing was written."
+            ) from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is not None:
+            return connection
+        if self._closed:
+            raise EventStoreUnavailableError(f"Event store {str(self.path)!r} is closed.")
+        with self._translate("opening the database"):
+            connection = sqlite3.connect(
+                self.path,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
+                connection.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+            except BaseException:
+                connection.close()
+                raise
+        with self._connections_lock:
+            self._connections.append(connection)
+        self._local.connection = connection
+        return connection
+
+    @contextlib.contextmanager
+    def _write(self, operation: str) -> Iterator[sqlite3.Connection]:
+        connection = self._connect()
+        with self._translate(operation):
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+
+    def _initialise(self) -> None:
+        parent = self.path.parent
+        if not parent.is_dir():
+            raise EventStoreUnavailableError(
+                f"Cannot create event store file {str(self.path)!r}: "
+                f"directory {str(parent)!r} does not exist."
+            )
+        with self._translate("opening the database"):
+            connection = self._connect()
+            (application_id,) = connection.execute("PRAGMA application_id").fetchone()
+            (version,) = connection.execute("PRAGMA user_version").fetchone()
+        if application_id == APPLICATION_ID and version == SCHEMA_VERSION:
+            return
+        if application_id not in (0, APPLICATION_ID):
+            raise EventStoreCorruptedError(
+                f"File {str(self.path)!r} is a SQLite database of another application "
+                f"(application_id {application_id:#x}); refusing to use it as an event store."
+            )
+        if application_id == APPLICATION_ID and version > SCHEMA_VERSION:
+            raise EventStoreCorruptedError(
+                f"Event store {str(self.path)!r} has schema version {version}, newer than this "
+                f"library's {SCHEMA_VERSION}; upgrade eventsourcing-cqrs."
+            )
+        with self._write("creating the schema") as connection:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            connection.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        logger.debug("event_store.schema_ready", path=str(self.path))
+
+    # -- writing --------------------------------------------------------------------------
+
+    @staticmethod
+    def _stream_info(connection: sqlite3.Connection, stream: str) -> tuple[StreamInfo, int]:
+        row = connection.execute(
+            "SELECT last_revision, visible_from, tombstoned FROM streams WHERE name = ?", (stream,)
+        ).fetchone()
+        if row is None:
+            return StreamInfo(), 0
+        last, visible_from, tombstoned = row
+        return StreamInfo(last, visible_from == DELETED_REVISION, bool(tombstoned)), visible_from
+
+    def append(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        *,
+        expected_version: ExpectedVersion,
+    ) -> AppendResult:
+        name = StreamName(stream)
+        expected = validate_expected_version(expected_version)
+        new = validate_events(events)
+        ids = [event.id for event in new]
+        with self._write(f"append to {name!r}") as connection:
+            info, _ = self._stream_info(connection, name)
+            existing: dict[uuid.UUID, tuple[int, int]] = {}
+            if info.last_revision >= 0 and ids:
+                marks = ",".join("?" * len(ids))
+                for event_id, revision, position in connection.execute(
+                    f"SELECT id, revision, position FROM events WHERE id IN ({marks}) AND stream = ?",
+                    [i.bytes for i in ids] + [name],
+                ):
+                    existing[uuid.UUID(bytes=event_id)] = (revision, position)
+            decision = decide(name, expected, ids, info, existing)
+            if isinstance(decision, AlreadyWritten):
+                return AppendResult(name, decision.revision, decision.position)
+            revision = info.last_revision
+            if decision.undelete:
+                self._write_metadata(connection, name, {"$tb": revision + 1})
+            now = _now_micros()
+            rows = []
+            for event in new:
+                revision += 1
+                rows.append(
+                    (
+                        name,
+                        revision,
+                        event.id.bytes,
+                        event.type,
+                        event.data,
+                        event.metadata,
+                        event.content_type,
+                        now,
+                    )
+                )
+            position = self._insert(connection, rows)
+            self._set_stream(
+                connection,
+                name,
+                last_revision=revision,
+                visible_from=info.last_revision + 1 if decision.undelete else None,
+            )
+        self._notifier.notify()
+        if position is None:
+            position = self.head_position(EventFilter(include_system_events=True))
+        return AppendResult(name, revision, position)
+
+    @staticmethod
+    def _insert(connection: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int | None:
+        if not rows:
+            return None
+        connection.executemany(
+            "INSERT INTO events (stream, revision, id, type, data, metadata, content_type, recorded_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        (position,) = connection.execute("SELECT max(position) FROM events").fetchone()
+        return int(position)
+
+    @staticmethod
+    def _set_stream(
+        connection: sqlite3.Connection,
+        stream: str,
+        *,
+        last_revision: int | None = None,
+        visible_from: int | None = None,
+        tombstoned: bool = False,
+    ) -> None:
+        connection.execute(
+            "INSERT INTO streams (name, last_revision, visible_from, tombstoned) "
+            "VALUES (?, coalesce(?, -1), coalesce(?, 0), ?) "
+            "ON CONFLICT (name) DO UPDATE SET "
+            "last_revision = coalesce(?, last_revision), "
+            "visible_from = coalesce(?, visible_from), "
+            "tombstoned = max(tombstoned, ?)",
+            (stream, last_revision, visible_from, tombstoned, last_revision, visible_from, tombstoned),
+        )
+
+    def _write_metadata(self, connection: sqlite3.Connection, stream: str, metadata: dict[str, int]) -> None:
+        meta_stream = "$$" + stream
+        info, _ = self._stream_info(connection, meta_stream)
+        revision = info.last_revision + 1
+        data = json.dumps(metadata).encode()
+        self._insert(
+            connection,
+            [
+                (
+                    meta_stream,
+                    revision,
+                    uuid.uuid4().bytes,
+                    "$metadata",
+                    data,
+                    b"",
+                    "application/json",
+                    _now_micros(),
+                )
+            ],
+        )
+        self._set_stream(connection, meta_stream, last_revision=revision)
+
+    def delete_stream(self, stream: str, *, expected_version: ExpectedVersion) -> None:
+        name = StreamName(stream)
+        expected = validate_expected_version(expected_version)
+        with self._write(f"delete {name!r}") as connection:
+            info, _ = self._stream_info(connection, name)
+            try:
+                decide(name, expected, [uuid.uuid4()], info, {})
+            except WrongExpectedVersionError as exc:
+                if exc.actual is None:
+                    raise StreamNotFoundError(name) from None
+                raise
+            if info.last_revision < 0:
+                raise StreamNotFoundError(name)
+            self._write_metadata(connection, name, {"$tb": DELETED_REVISION})
+            self._set_stream(connection, name, visible_from=DELETED_REVISION)
+        self._notifier.notify()
+        logger.info("event_store.stream_deleted", stream=name)
+
+    def tombstone_stream(self, stream: str, *, expected_version: ExpectedVersion) -> None:
+        name = StreamName(stream)
+        expected = validate_expected_version(expected_version)
+        with self._write(f"tombstone {name!r}") as connection:
+            info, _ = self._stream_info(connection, name)
+            decide(name, expected, [uuid.uuid4()], info, {})
+            self._insert(
+                connection,
+                [
+                    (
+                        name,
+                        DELETED_REVISION,
+                        uuid.uuid4().bytes,
+                        "$streamDeleted",
+                        b"",
+                        b"",
+                        "application/octet-stream",
+                        _now_micros(),
+                    )
+                ],
+            )
+            self._set_stream(connection, name, tombstoned=True)
+        self._notifier.notify()
+        logger.info("event_store.stream_tombstoned", stream=name)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def read_stream(
+        self,
+        stream: str,
+        *,
+        from_revision: int | None = None,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> Iterator[RecordedEvent]:
+        name = StreamName(stream)
+        if from_revision is not None:
+            validate_revision(from_revision, "from_revision")
+        limit = validate_limit(limit)
+        connection = self._connect()
+        with self._translate(f"read {name!r}"):
+            info, visible_from = self._stream_info(connection, name)
+        if info.tombstoned:
+            raise StreamDeletedError(name)
+        if info.last_revision < 0 or info.soft_deleted:
+            raise StreamNotFoundError(name)
+        if backwards:
+            start = info.last_revision if from_revision is None else min(from_revision, info.last_revision)
+        else:
+            start = max(from_revision or 0, visible_from)
+        return self._stream_pages(name, start, visible_from, backwards, limit)
+
+    def _stream_pages(
+        self, stream: str, start: int, visible_from: int, backwards: bool, limit: int | None
+    ) -> Iterator[RecordedEvent]:
+        remaining = limit
+        if backwards:
+            query = (
+                f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND revision <= ? AND revision >= ? "
+                "ORDER BY revision DESC LIMIT ?"
+            )
+        else:
+            query = (
+                f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND revision >= ? AND revision < ? "
+                "ORDER BY revision LIMIT ?"
+            )
+        bound = visible_from if backwards else DELETED_REVISION
+        while remaining is None or remaining > 0:
+            page = PAGE_SIZE if remaining is None else min(PAGE_SIZE, remaining)
+            with self._translate(f"read {stream!r}"):
+                rows = self._connect().execute(query, (stream, start, bound, page)).fetchall()
+            for row in rows:
+                yield _to_event(row)
+            if len(rows) < page:
+                return
+            if remaining is not None:
+                remaining -= len(rows)
+            start = rows[-1][2] + (-1 if backwards else 1)
+
+    def read_all(
+        self,
+        *,
+        from_position: int | None = None,
+        backwards: bool = False,
+        limit: int | None = None,
+        filter: EventFilter | None = None,
+    ) -> Iterator[RecordedEvent]:
+        if from_position is not None:
+            validate_position(from_position, "from_position")
+        limit = validate_limit(limit)
+        return self._all_pages(from_position, backwards, limit, filter or DEFAULT_FILTER)
+
+    def _all_pages(
+        self, from_position: int | None, backwards: bool, limit: int | None, predicate: EventFilter
+    ) -> Iterator[RecordedEvent]:
+        count = 0
+        if backwards:
+            query = f"SELECT {_COLUMNS} FROM events WHERE position < ? ORDER BY position DESC LIMIT ?"
+            cursor = 2**63 - 1 if from_position is None else from_position
+        else:
+            query = f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
+            cursor = (from_position or 0) - 1
+        while True:
+            with self._translate("read $all"):
+                rows = self._connect().execute(query, (cursor, PAGE_SIZE)).fetchall()
+            for row in rows:
+                if predicate.matches(row[4], row[1]):
+                    if limit is not None and count >= limit:
+                        return
+                    count += 1
+                    yield _to_event(row)
+            if len(rows) < PAGE_SIZE or (limit is not None and count >= limit):
+                return
+            cursor = rows[-1][0]
+
+    def stream_version(self, stream: str) -> int | None:
+        name = StreamName(stream)
+        connection = self._connect()
+        with self._translate(f"read the version of {name!r}"):
+            info, _ = self._stream_info(connection, name)
+        if info.tombstoned:
+            raise StreamDeletedError(name)
+        if info.soft_deleted or info.last_revision < 0:
+            return None
+        return info.last_revision
+
+    def head_position(self, filter: EventFilter | None = None) -> int:
+        return next((e.position for e in self.read_all(backwards=True, filter=filter, limit=1)), 0)
+
+    def subscribe(
+        self,
+        *,
+        from_position: int | None = None,
+        filter: EventFilter | None = None,
+        checkpoint_interval: int = 150,
+    ) -> PollingSubscription:
+        if from_position is not None:
+            validate_position(from_position, "from_position")
+        predicate = filter or DEFAULT_FILTER
+        query = f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
+
+        def fetch(after: int, page: int) -> tuple[list[RecordedEvent], int | None, int]:
+            with self._translate("subscription read"):
+                rows = self._connect().execute(query, (after, page)).fetchall()
+            if not rows:
+                return [], None, 0
+            matching = [_to_event(row) for row in rows if predicate.matches(row[4], row[1])]
+            return matching, rows[-1][0], len(rows)
+
+        return PollingSubscription(
+            fetch,
+            self._notifier,
+            from_position=from_position,
+            filter=predicate,
+            checkpoint_interval=checkpoint_interval,
+            poll_interval=self._poll_interval,
+        )
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every connection this store opened; idempotent."""
+        self._closed = True
+        self._notifier.notify()
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            with contextlib.suppress(sqlite3.Error):
+                connection.close()
+        self._local = threading.local()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _now_micros() -> int:
+    return int(datetime.now(UTC).timestamp() * 1_000_000)
