@@ -1,0 +1,17 @@
+"""An in-process EventStoreDB-compatible gRPC server, for tests: a test double, not a store.
+
+``EsdbTestServer`` speaks the subset of EventStoreDB 24.x's gRPC API that esdbclient 1.1.x uses
+(Streams Read/Append/BatchAppend/Delete/Tombstone, an empty PersistentSubscriptions.List and a
+single-node Gossip.Read), with the behaviour given in GRPC_SPEC.md: positions, expected versions
+and idempotent appends, soft deletes and tombstones, ``$$stream`` metadata, filters, catch-up
+subscriptions with checkpoints and caught-up, and errors exactly as each call reports them.
+
+It keeps everything in memory and never persists, scavenges or enforces ACLs. Use it to run
+EventStoreDB-path tests without Docker; run production on EventStoreDB itself.
+
+From the shell: ``python -m eventsourcing_cqrs.testing.esdb_server --host localhost --port 2113``.
+"""
+
+from eventsourcing_cqrs.testing.esdb_server._server import EsdbTestServer
+
+__all__ = ["EsdbTestServer"]
