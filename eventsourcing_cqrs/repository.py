@@ -1,0 +1,406 @@
+"""Loading aggregates from their streams and saving their new events with a version check.
+
+``Repository[Account]`` loads an ``Account`` by replaying ``Account-{id}`` (from its latest
+snapshot when there is one), rebuilds past states for audit (``at_version=``, ``at_time=``),
+and saves pending events with the aggregate's version as the expected version, so that a
+concurrent writer makes the save fail with
+:class:`~eventsourcing_cqrs.errors.WrongExpectedVersionError` instead of losing an update.
+The :class:`~eventsourcing_cqrs.bus.CommandBus` retries the command on fresh state then.
+
+**Snapshots.** With ``snapshot_every=N``, a save that takes the stream across a multiple of N
+events also stores the aggregate's snapshot, as one event of type ``$snapshot`` in the stream
+``{Category}.snapshots-{id}``. The ``$`` prefix makes it a system event: ``$all`` reads and
+subscriptions skip it unless asked, so projections never see snapshots; the separate category
+keeps it out of ``{Category}-`` stream filters. A snapshot is derived data: one whose
+``snapshot_version`` differs from the aggregate class's, or that no longer validates, is
+ignored (logged as ``snapshot.ignored``) and the stream is replayed in full; failing to write
+one never fails the save.
+
+**Redelivered commands.** Inside a command (see :mod:`eventsourcing_cqrs.unit_of_work`), a
+load that finds the command's own events in the stream raises
+:class:`~eventsourcing_cqrs.unit_of_work.CommandAlreadyHandled`, so the handler does not decide
+again. A full replay checks the whole stream; a load from a snapshot checks the tail and the
+``dedup_window`` events before the snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from eventsourcing_cqrs.aggregate import Aggregate, event_classes_of
+from eventsourcing_cqrs.errors import (
+    AggregateAlreadyExistsError,
+    AggregateNotFoundError,
+    CorruptEventError,
+    InvalidInputError,
+    StreamDeletedError,
+    StreamNotFoundError,
+    WrongExpectedVersionError,
+)
+from eventsourcing_cqrs.messages import Metadata
+from eventsourcing_cqrs.serialization import EventEnvelope, EventRegistry
+from eventsourcing_cqrs.store.port import (
+    AppendResult,
+    EventStore,
+    NewEvent,
+    RecordedEvent,
+    StreamName,
+    StreamState,
+)
+from eventsourcing_cqrs.unit_of_work import (
+    CommandAlreadyHandled,
+    current_unit_of_work,
+    derive_event_id,
+)
+
+__all__ = ["SNAPSHOT_EVENT_TYPE", "Repository"]
+
+logger = structlog.get_logger(__name__)
+
+A = TypeVar("A", bound=Aggregate[Any])
+
+#: The event type of stored snapshots (a system type, so ``$all`` readers skip it).
+SNAPSHOT_EVENT_TYPE = "$snapshot"
+_AGGREGATE_VERSION_KEY = "aggregateVersion"
+_SNAPSHOT_VERSION_KEY = "snapshotVersion"
+_SNAPSHOT_NAMESPACE = uuid.UUID("6f0b7d57-3f0c-4c3b-9a57-54a0b7c1e2d1")
+
+
+class _Snapshot:
+    __slots__ = ("state", "version")
+
+    def __init__(self, state: BaseModel, version: int) -> None:
+        self.state = state
+        self.version = version
+
+
+class _RedeliveryCheck:
+    """Spots the current command's events among replayed ones (a UUID comparison per event)."""
+
+    __slots__ = ("command_id", "index", "last", "next_id", "stream")
+
+    def __init__(self, command_id: uuid.UUID, stream: str) -> None:
+        self.command_id = command_id
+        self.stream = stream
+        self.index = 0
+        self.next_id = derive_event_id(command_id, stream, 0)
+        self.last: AppendResult | None = None
+
+    def see(self, recorded: RecordedEvent) -> None:
+        if recorded.id == self.next_id:
+            self.last = AppendResult(recorded.stream, recorded.revision, recorded.position)
+            self.index += 1
+            self.next_id = derive_event_id(self.command_id, self.stream, self.index)
+
+    def raise_if_found(self) -> None:
+        if self.last is not None:
+            raise CommandAlreadyHandled(self.command_id, self.last)
+
+
+class Repository(Generic[A]):
+    """Loads and saves aggregates of one type from an event store.
+
+    ``registry`` decodes and encodes the events; by default it is built from the event classes
+    named in the aggregate's ``Aggregate[...]`` base (pass your own to add upcasters).
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        aggregate_type: type[A],
+        registry: EventRegistry | None = None,
+        *,
+        snapshot_every: int | None = None,
+        dedup_window: int = 100,
+    ) -> None:
+        category = getattr(aggregate_type, "category", None)
+        StreamName.for_aggregate(category or "", "x")  # validates the category
+        self._event_classes = event_classes_of(aggregate_type)
+        if registry is None:
+            registry = EventRegistry(self._event_classes)
+        else:
+            for event_class in self._event_classes:
+                if registry.event_class(event_class.event_type) is not event_class:
+                    raise InvalidInputError(
+                        "registry", registry, f"it maps {event_class.event_type!r} to another class"
+                    )
+        if snapshot_every is not None:
+            if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int) or snapshot_every < 1:
+                raise InvalidInputError("snapshot_every", snapshot_every, "give a positive number of events")
+            if aggregate_type.snapshot_type is None:
+                raise InvalidInputError(
+                    "snapshot_every",
+                    snapshot_every,
+                    f"{aggregate_type.__name__} has no snapshot_type, so it cannot take snapshots",
+                )
+        if isinstance(dedup_window, bool) or not isinstance(dedup_window, int) or dedup_window < 0:
+            raise InvalidInputError("dedup_window", dedup_window, "give a non-negative number of events")
+        self._store = store
+        self._type = aggregate_type
+        self._category: str = aggregate_type.category
+        self._registry = registry
+        self._snapshot_every = snapshot_every
+        self._dedup_window = dedup_window
+
+    def __repr__(self) -> str:
+        return f"Repository[{self._type.__name__}]({self._store!r})"
+
+    @property
+    def aggregate_type(self) -> type[A]:
+        """The class of the aggregates this repository loads."""
+        return self._type
+
+    @property
+    def registry(self) -> EventRegistry:
+        """The registry that encodes and decodes this aggregate's events."""
+        return self._registry
+
+    def stream_name(self, aggregate_id: str) -> StreamName:
+        """The stream of the aggregate with this id: ``{Category}-{id}``."""
+        return StreamName.for_aggregate(self._category, aggregate_id)
+
+    def snapshot_stream_name(self, aggregate_id: str) -> StreamName:
+        """The stream holding the aggregate's snapshots: ``{Category}.snapshots-{id}``."""
+        return StreamName.for_aggregate(f"{self._category}.snapshots", aggregate_id)
+
+    # -- loading --------------------------------------------------------------------------
+
+    def exists(self, aggregate_id: str) -> bool:
+        """Whether the aggregate has any stored event (and its stream is not deleted)."""
+        try:
+            return self._store.stream_version(self.stream_name(aggregate_id)) is not None
+        except StreamDeletedError:
+            return False
+
+    def load(
+        self,
+        aggregate_id: str,
+        *,
+        at_version: int | None = None,
+        at_time: datetime | None = None,
+    ) -> A:
+        """The aggregate as of its latest event, or as of version ``at_version`` / time ``at_time``.
+
+        A past state (``at_version``/``at_time``) is for reading: saving it is refused.
+        Raises :class:`AggregateNotFoundError` if the stream has no events (or had none by
+        ``at_time``), and :class:`InvalidInputError` if ``at_version`` is beyond the last one.
+        """
+        if at_version is not None and at_time is not None:
+            raise InvalidInputError("at_time", at_time, "give at_version or at_time, not both")
+        if at_version is not None and (
+            isinstance(at_version, bool) or not isinstance(at_version, int) or at_version < 0
+        ):
+            raise InvalidInputError("at_version", at_version, "a version is a non-negative integer")
+        if at_time is not None and (not isinstance(at_time, datetime) or at_time.tzinfo is None):
+            raise InvalidInputError("at_time", at_time, "give a timezone-aware datetime")
+        stream = self.stream_name(aggregate_id)
+        aggregate = self._type(aggregate_id)
+        work = current_unit_of_work() if at_version is None and at_time is None else None
+        check = _RedeliveryCheck(work.context.command_id, stream) if work is not None else None
+
+        snapshot = None
+        if self._snapshot_every is not None and at_time is None:
+            snapshot = self._latest_snapshot(aggregate_id, at_most=at_version)
+        if snapshot is not None:
+            aggregate._restored(snapshot.state, snapshot.version)
+            if check is not None and self._dedup_window:
+                self._check_before_snapshot(stream, snapshot.version, check)
+        start = snapshot.version + 1 if snapshot is not None else None
+        limit = None if at_version is None else at_version - (start or 0) + 1
+        if limit == 0:
+            aggregate._mark_historical()
+            return aggregate
+        records = self._read(aggregate_id, stream, start, limit)
+        replayed = self._replay(aggregate, records, at_time, check)
+        if check is not None:
+            check.raise_if_found()
+        if not replayed and snapshot is None:
+            # The stream exists but nothing had happened by ``at_time`` (or the tail is empty).
+            raise AggregateNotFoundError(self._type.__name__, aggregate_id)
+        if at_version is not None and aggregate.version < at_version:
+            raise InvalidInputError(
+                "at_version",
+                at_version,
+                f"{self._type.__name__} {aggregate_id!r} is only at version {aggregate.version}",
+            )
+        if at_version is not None or at_time is not None:
+            aggregate._mark_historical()
+        return aggregate
+
+    def _read(
+        self, aggregate_id: str, stream: str, start: int | None, limit: int | None
+    ) -> Iterator[RecordedEvent]:
+        try:
+            return self._store.read_stream(stream, from_revision=start, limit=limit)
+        except (StreamNotFoundError, StreamDeletedError):
+            raise AggregateNotFoundError(self._type.__name__, aggregate_id) from None
+
+    def _replay(
+        self,
+        aggregate: A,
+        records: Iterator[RecordedEvent],
+        at_time: datetime | None,
+        check: _RedeliveryCheck | None,
+    ) -> int:
+        decode = self._registry.decode
+        allowed = self._event_classes
+        count = 0
+        for recorded in records:
+            if at_time is not None and recorded.recorded_at > at_time:
+                break
+            event = decode(recorded)
+            if not isinstance(event, allowed):
+                raise CorruptEventError(
+                    f"{self._type.__name__} does not handle {recorded.type!r} events.",
+                    stream=recorded.stream,
+                    revision=recorded.revision,
+                    event_type=recorded.type,
+                )
+            aggregate._replayed(event, recorded.revision)
+            if check is not None:
+                check.see(recorded)
+            count += 1
+        return count
+
+    def history(self, aggregate_id: str) -> Iterator[EventEnvelope[Any]]:
+        """Every stored event of the aggregate with its metadata (who, why, when), oldest first."""
+        stream = self.stream_name(aggregate_id)
+        records = self._read(aggregate_id, stream, None, None)
+        decode = self._registry.decode_envelope
+        return (decode(recorded) for recorded in records)
+
+    # -- saving ---------------------------------------------------------------------------
+
+    def save(self, aggregate: A) -> AppendResult | None:
+        """Append the aggregate's pending events, expecting its stream at ``aggregate.version``.
+
+        Returns the stream's new revision and commit position, or ``None`` if nothing was
+        pending. Raises :class:`WrongExpectedVersionError` when another writer got there first
+        (reload and decide again: the command bus does it for you) and
+        :class:`AggregateAlreadyExistsError` when a new aggregate's id is taken.
+        """
+        if not isinstance(aggregate, self._type):
+            raise InvalidInputError("aggregate", aggregate, f"this repository saves {self._type.__name__}")
+        if aggregate.is_historical:
+            raise InvalidInputError("aggregate", aggregate, "a past state (at_version/at_time) is read-only")
+        pending = aggregate.pending_events
+        if not pending:
+            return None
+        stream = self.stream_name(aggregate.id)
+        work = current_unit_of_work()
+        if work is not None:
+            ids = work.claim_event_ids(stream, len(pending))
+            metadata = work.context.metadata()
+        else:
+            ids = [uuid.uuid4() for _ in pending]
+            metadata = Metadata()
+        encode = self._registry.encode
+        events = [
+            encode(event, metadata, event_id=event_id) for event, event_id in zip(pending, ids, strict=True)
+        ]
+        before = aggregate.version
+        expected = StreamState.NO_STREAM if before < 0 else before
+        try:
+            result = self._store.append(stream, events, expected_version=expected)
+        except WrongExpectedVersionError as exc:
+            if before < 0:
+                raise AggregateAlreadyExistsError(self._type.__name__, aggregate.id) from exc
+            raise
+        aggregate._saved(result.revision)
+        if work is not None:
+            work.record(result)
+        logger.debug(
+            "aggregate.saved",
+            stream=stream,
+            events=len(events),
+            revision=result.revision,
+            commit_position=result.position,
+        )
+        every = self._snapshot_every
+        if every is not None and (before + 1) // every != (result.revision + 1) // every:
+            self._write_snapshot(aggregate)
+        return result
+
+    # -- snapshots ------------------------------------------------------------------------
+
+    def take_snapshot(self, aggregate_id: str) -> int:
+        """Store a snapshot of the aggregate now (e.g. after a bulk import); returns its version."""
+        if self._snapshot_every is None:
+            raise InvalidInputError("snapshot_every", None, "snapshots are not enabled for this repository")
+        aggregate = self.load(aggregate_id)
+        self._write_snapshot(aggregate)
+        return aggregate.version
+
+    def _write_snapshot(self, aggregate: A) -> None:
+        version = aggregate.version
+        schema = self._type.snapshot_version
+        stream = self.snapshot_stream_name(aggregate.id)
+        try:
+            state = aggregate.snapshot()
+            metadata = json.dumps({_AGGREGATE_VERSION_KEY: version, _SNAPSHOT_VERSION_KEY: schema}).encode()
+            event = NewEvent(
+                SNAPSHOT_EVENT_TYPE,
+                state.model_dump_json().encode(),
+                metadata,
+                id=uuid.uuid5(_SNAPSHOT_NAMESPACE, f"{stream}/{version}/{schema}"),
+            )
+            self._store.append(stream, [event], expected_version=StreamState.ANY)
+        except Exception:  # the events are stored; a failed snapshot only costs replay time
+            logger.warning("snapshot.write_failed", stream=stream, version=version, exc_info=True)
+            return
+        logger.debug("snapshot.written", stream=stream, version=version)
+
+    def _latest_snapshot(self, aggregate_id: str, at_most: int | None) -> _Snapshot | None:
+        stream = self.snapshot_stream_name(aggregate_id)
+        snapshot_type = self._type.snapshot_type
+        assert snapshot_type is not None
+        try:
+            records = self._store.read_stream(
+                stream, backwards=True, limit=None if at_most is not None else 1
+            )
+        except (StreamNotFoundError, StreamDeletedError):
+            return None
+        for recorded in records:
+            try:
+                metadata = json.loads(recorded.metadata)
+                version = int(metadata[_AGGREGATE_VERSION_KEY])
+                schema = metadata[_SNAPSHOT_VERSION_KEY]
+            except (ValueError, TypeError, KeyError):
+                logger.warning(
+                    "snapshot.ignored", stream=stream, revision=recorded.revision, reason="bad metadata"
+                )
+                return None
+            if at_most is not None and version > at_most:
+                continue
+            if recorded.type != SNAPSHOT_EVENT_TYPE or schema != self._type.snapshot_version:
+                logger.info(
+                    "snapshot.ignored",
+                    stream=stream,
+                    revision=recorded.revision,
+                    reason=f"snapshot version {schema!r}, current {self._type.snapshot_version}",
+                )
+                return None
+            try:
+                state = snapshot_type.model_validate_json(recorded.data)
+            except ValidationError as exc:
+                logger.warning("snapshot.ignored", stream=stream, revision=recorded.revision, reason=str(exc))
+                return None
+            return _Snapshot(state, version)
+        return None
+
+    def _check_before_snapshot(self, stream: str, revision: int, check: _RedeliveryCheck) -> None:
+        """Look for the command's first event among the events the snapshot stands for."""
+        first = max(0, revision - self._dedup_window + 1)
+        try:
+            records = self._store.read_stream(stream, from_revision=first, limit=revision - first + 1)
+        except (StreamNotFoundError, StreamDeletedError):
+            return
+        for recorded in records:
+            check.see(recorded)

@@ -1,0 +1,134 @@
+"""The context of the command being handled, shared by the command bus and the repositories.
+
+The :class:`~eventsourcing_cqrs.bus.CommandBus` opens a unit of work for each attempt at a
+command; a :class:`~eventsourcing_cqrs.repository.Repository` used inside it
+
+* derives each new event's id from the command id (``uuid5(command_id, "{stream}/{n}")``), so
+  an attempt that is repeated writes the same ids and the store's idempotent append writes
+  nothing twice;
+* writes the command's :class:`~eventsourcing_cqrs.messages.Metadata` (correlation and
+  causation ids, command id, actor) beside each event;
+* notices, while replaying, that the stream already holds this command's events (the command
+  was delivered before) and stops the handler with :class:`CommandAlreadyHandled`;
+* records each append, so the bus can report the stream, new version and commit position.
+
+The context travels in a :class:`contextvars.ContextVar`, so domain code never passes it
+around, and a command dispatched from inside a handler inherits the correlation id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+from eventsourcing_cqrs.errors import CQRSError, InvalidInputError
+from eventsourcing_cqrs.messages import Metadata
+from eventsourcing_cqrs.store.port import AppendResult
+
+__all__ = [
+    "CommandAlreadyHandled",
+    "CommandContext",
+    "UnitOfWork",
+    "current_unit_of_work",
+    "derive_event_id",
+    "unit_of_work",
+]
+
+
+def derive_event_id(command_id: uuid.UUID, stream: str, index: int) -> uuid.UUID:
+    """The id of the ``index``-th event (from 0) that command ``command_id`` writes to ``stream``."""
+    return uuid.uuid5(command_id, f"{stream}/{index}")
+
+
+@dataclass(frozen=True, slots=True)
+class CommandContext:
+    """Who asked for a command and why: the ids and actor written into its events' metadata.
+
+    ``correlation_id`` is shared by every message of one business transaction;
+    ``causation_id`` is the id of the message (command or event) that caused this command.
+    """
+
+    command_id: uuid.UUID
+    command_type: str
+    correlation_id: str
+    causation_id: str
+    actor: str | None = None
+
+    def metadata(self) -> Metadata:
+        """The metadata of the events this command writes: they are caused by the command."""
+        return Metadata(
+            correlation_id=self.correlation_id,
+            causation_id=str(self.command_id),
+            command_id=str(self.command_id),
+            actor=self.actor,
+        )
+
+
+class CommandAlreadyHandled(CQRSError):  # noqa: N818 - a signal, not a failure
+    """The command's events are already in the stream: it was delivered before.
+
+    Raised by a repository while loading, inside a unit of work, and turned by the command bus
+    into a result flagged ``duplicate``, with the original stream, version and position.
+    """
+
+    def __init__(self, command_id: uuid.UUID, result: AppendResult) -> None:
+        self.command_id = command_id
+        self.result = result
+        super().__init__(
+            f"Command {command_id} was already handled: its events end at revision "
+            f"{result.revision} of stream {result.stream!r}."
+        )
+
+
+@dataclass(slots=True)
+class UnitOfWork:
+    """One attempt at one command: its context, and the appends made so far."""
+
+    context: CommandContext
+    appends: list[AppendResult] = field(default_factory=list)
+    _written: dict[str, int] = field(default_factory=dict)
+
+    def claim_event_ids(self, stream: str, count: int) -> list[uuid.UUID]:
+        """Ids for the next ``count`` events this command writes to ``stream``.
+
+        A command writes one stream: a second stream is refused, because two appends are not
+        atomic and a retry after the first one could not tell what the second would have done.
+        """
+        if self._written and stream not in self._written:
+            (first,) = self._written
+            raise InvalidInputError(
+                "stream",
+                stream,
+                f"command {self.context.command_type} already wrote to {first!r}; a command changes "
+                "one aggregate (react to its events with a follow-up command for another one)",
+            )
+        start = self._written.get(stream, 0)
+        self._written[stream] = start + count
+        command_id = self.context.command_id
+        return [derive_event_id(command_id, stream, start + n) for n in range(count)]
+
+    def record(self, result: AppendResult) -> None:
+        """Remember an append made by this command."""
+        self.appends.append(result)
+
+
+_current: ContextVar[UnitOfWork | None] = ContextVar("eventsourcing_cqrs_unit_of_work", default=None)
+
+
+def current_unit_of_work() -> UnitOfWork | None:
+    """The unit of work of the command being handled in this context, if any."""
+    return _current.get()
+
+
+@contextlib.contextmanager
+def unit_of_work(context: CommandContext) -> Iterator[UnitOfWork]:
+    """Run the block as one attempt at the command described by ``context``."""
+    work = UnitOfWork(context)
+    token = _current.set(work)
+    try:
+        yield work
+    finally:
+        _current.reset(token)
