@@ -288,7 +288,7 @@ class CommandBus:
         handler = self._handlers.get(type(command))
         if handler is None:
             raise HandlerNotFoundError(type(command).__name__, "command")
-        context = self._context(command, actor, caused_by or _cause.get(), correlation_id)
+        context = self._context(command, actor, caused_by, correlation_id)
         fields = {
             "command_type": context.command_type,
             "command_id": str(context.command_id),
@@ -324,7 +324,11 @@ class CommandBus:
     def _context(
         self, command: Command, actor: str | None, cause: Cause | None, correlation_id: str | None
     ) -> CommandContext:
+        # The nearest cause wins: the event named here, else the command being handled, else
+        # the event given to reacting_to().
         parent = current_unit_of_work()
+        if cause is None and parent is None:
+            cause = _cause.get()
         if cause is not None:
             correlation, causation = _correlation_of(cause), str(cause.id)
         elif parent is not None:

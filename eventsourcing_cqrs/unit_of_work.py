@@ -58,10 +58,16 @@ class CommandContext:
     actor: str | None = None
 
     def metadata(self) -> Metadata:
-        """The metadata of the events this command writes: they are caused by the command."""
+        """The metadata of the events this command writes.
+
+        Their ``$causationId`` is this command's cause: the command itself for a root command,
+        the event it reacts to, or the parent command. Commands are not stored, so this keeps
+        the chain followable through stored events: an event's cause is either another stored
+        event's id or the ``commandId`` of other stored events.
+        """
         return Metadata(
             correlation_id=self.correlation_id,
-            causation_id=str(self.command_id),
+            causation_id=self.causation_id,
             command_id=str(self.command_id),
             actor=self.actor,
         )
@@ -89,26 +95,24 @@ class UnitOfWork:
 
     context: CommandContext
     appends: list[AppendResult] = field(default_factory=list)
-    _written: dict[str, int] = field(default_factory=dict)
 
     def claim_event_ids(self, stream: str, count: int) -> list[uuid.UUID]:
-        """Ids for the next ``count`` events this command writes to ``stream``.
+        """Ids for the ``count`` events this command is about to append to ``stream``.
 
-        A command writes one stream: a second stream is refused, because two appends are not
-        atomic and a retry after the first one could not tell what the second would have done.
+        A command appends once. A second append (to the same stream or another) is refused:
+        two appends are not atomic, so a conflict on the second could be neither retried (the
+        first is already stored) nor told apart from a redelivery. Save the aggregate once,
+        after all its decisions; change another aggregate with a follow-up command.
         """
-        if self._written and stream not in self._written:
-            (first,) = self._written
+        if self.appends:
             raise InvalidInputError(
                 "stream",
                 stream,
-                f"command {self.context.command_type} already wrote to {first!r}; a command changes "
-                "one aggregate (react to its events with a follow-up command for another one)",
+                f"command {self.context.command_type} already appended to {self.appends[0].stream!r}; "
+                "a command appends once, to one aggregate (react to its events with a follow-up command)",
             )
-        start = self._written.get(stream, 0)
-        self._written[stream] = start + count
         command_id = self.context.command_id
-        return [derive_event_id(command_id, stream, start + n) for n in range(count)]
+        return [derive_event_id(command_id, stream, n) for n in range(count)]
 
     def record(self, result: AppendResult) -> None:
         """Remember an append made by this command."""

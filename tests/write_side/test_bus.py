@@ -275,6 +275,7 @@ def test_a_command_caused_by_an_event_carries_its_correlation(bus: CommandBus, s
     bus.dispatch(OpenAccount(account_id=target, owner="Bob"), caused_by=opened)
     metadata = metadata_of(stream_events(store, target)[0])
     assert metadata["$correlationId"] == metadata_of(opened)["$correlationId"]
+    assert metadata["$causationId"] == str(opened.id)
     with bus.reacting_to(registry.decode_envelope(opened)):
         result = bus.dispatch(Deposit(account_id=target, amount=Decimal(1)))
     assert result.correlation_id == metadata_of(opened)["$correlationId"]
@@ -339,8 +340,50 @@ def test_a_command_may_change_only_one_aggregate(accounts: Repository[Account], 
         accounts.save(Account.open(new_id(), "Bob"))
 
     bus.register(OpenTwo, open_two)
-    with pytest.raises(InvalidInputError, match="a command changes one aggregate"):
+    with pytest.raises(InvalidInputError, match="a command appends once, to one aggregate"):
         bus.dispatch(OpenTwo())
+
+
+def test_a_command_appends_once(bus: CommandBus, accounts: Repository[Account]) -> None:
+    """Two appends are not atomic: a conflict on the second could be neither retried nor deduplicated."""
+    account_id = open_account(bus)
+
+    class DepositTwice(Command):
+        pass
+
+    def deposit_twice(command: DepositTwice) -> None:
+        account = accounts.load(account_id)
+        account.deposit(Decimal(1))
+        accounts.save(account)
+        account.deposit(Decimal(1))
+        accounts.save(account)
+
+    bus.register(DepositTwice, deposit_twice)
+    with pytest.raises(InvalidInputError, match="already appended to"):
+        bus.dispatch(DepositTwice())
+
+
+def test_the_nearest_cause_wins(bus: CommandBus, accounts: Repository[Account], store: EventStore) -> None:
+    """Inside reacting_to(event), a command dispatched by a handler is caused by that handler's command."""
+    source = open_account(bus)
+    opened = stream_events(store, source)[0]
+
+    class OpenLinked(Command):
+        account_id: str
+
+    def open_linked(command: OpenLinked) -> None:
+        bus.dispatch(OpenAccount(account_id=command.account_id, owner="Linked"))
+
+    bus.register(OpenLinked, open_linked)
+    parent = OpenLinked(account_id=new_id())
+    with bus.reacting_to(opened):
+        result = bus.dispatch(parent)
+    metadata = metadata_of(stream_events(store, parent.account_id)[0])
+    assert result.correlation_id == metadata_of(opened)["$correlationId"]
+    assert metadata["$correlationId"] == result.correlation_id
+    assert metadata["commandId"] != str(parent.command_id)
+    assert metadata["$causationId"] == str(parent.command_id)
+    assert result.appends == ()
 
 
 # -- middleware -----------------------------------------------------------------------------
