@@ -21,25 +21,29 @@ def account_repository(store: EventStore, *, snapshot_every: int | None = None) 
 
 
 class AccountHandlers:
-    """One method per command."""
+    """One method per command: load the account, let it decide, save it."""
 
     def __init__(self, accounts: Repository[Account]) -> None:
         self.accounts = accounts
 
     def open(self, command: OpenAccount) -> None:
+        """Create the account (``AggregateAlreadyExistsError`` if the id is taken)."""
         self.accounts.save(Account.open(command.account_id, command.owner))
 
     def deposit(self, command: Deposit) -> None:
+        """Pay money in."""
         account = self.accounts.load(command.account_id)
         account.deposit(command.amount)
         self.accounts.save(account)
 
     def withdraw(self, command: Withdraw) -> None:
+        """Pay money out, never below zero."""
         account = self.accounts.load(command.account_id)
         account.withdraw(command.amount)
         self.accounts.save(account)
 
     def close(self, command: CloseAccount) -> None:
+        """Close an empty account."""
         account = self.accounts.load(command.account_id)
         account.close()
         self.accounts.save(account)
