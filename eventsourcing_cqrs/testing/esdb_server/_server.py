@@ -70,6 +70,19 @@ class EsdbTestServer:
         return f"esdb://{self._host}:{self._port}?Tls=false"
 
     @property
+    def latency(self) -> float:
+        """Seconds every Streams call waits before doing anything (fault injection; default 0).
+
+        A call whose deadline passes during the wait is abandoned without effect, as
+        EventStoreDB drops expired requests, so a client sees ``DEADLINE_EXCEEDED``.
+        """
+        return self._streams.latency
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        self._streams.latency = max(0.0, float(seconds))
+
+    @property
     def is_running(self) -> bool:
         """Whether the server is currently accepting calls."""
         return self._server is not None

@@ -10,6 +10,7 @@ from exactly those shapes.
 from __future__ import annotations
 
 import re
+import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -46,6 +47,7 @@ _CHUNK: Final = 256
 _CATCH_UP_PAGE_MATCHES: Final = 32
 _DEFAULT_WINDOW: Final = 32
 _IDLE_WAIT_SECONDS: Final = 1.0
+_LATENCY_STEP: Final = 0.01
 _HANDLER_EXCEPTION: Final = "Exception was thrown by handler."
 _REQUIRED_METADATA: Final = ("type", "content-type")
 _JSON: Final = "application/json"
@@ -238,6 +240,13 @@ class StreamsService:
     def __init__(self, log: Log, max_append_size: int = DEFAULT_MAX_APPEND_SIZE) -> None:
         self._log = log
         self._max_append_size = max_append_size
+        self.latency = 0.0
+
+    def _delay(self, context: grpc.ServicerContext) -> None:
+        """Injected latency before any work, cut short when the caller gives up."""
+        until = time.monotonic() + self.latency
+        while context.is_active() and time.monotonic() < until:
+            time.sleep(min(_LATENCY_STEP, max(until - time.monotonic(), 0.0)))
 
     def rpc_handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         """The generic handler to register on a ``grpc.Server``."""
@@ -278,6 +287,7 @@ class StreamsService:
         self, request: streams_pb2.ReadReq, context: grpc.ServicerContext
     ) -> Iterator[streams_pb2.ReadResp]:
         """Streams.Read: stream or ``$all``, counted read or catch-up subscription."""
+        self._delay(context)
         options = request.options
         stream_option = options.WhichOneof("stream_option")
         count_option = options.WhichOneof("count_option")
@@ -567,6 +577,7 @@ class StreamsService:
         self, requests: Iterator[streams_pb2.AppendReq], context: grpc.ServicerContext
     ) -> streams_pb2.AppendResp:
         """Streams.Append: one options message, then proposed messages (GRPC_SPEC §5)."""
+        self._delay(context)
         first = next(requests, None)
         if first is None or first.WhichOneof("content") != "options":
             _abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
@@ -655,6 +666,7 @@ class StreamsService:
             batch.messages.extend(request.proposed_messages)
             if request.is_final:
                 del pending[key]
+                self._delay(context)
                 yield self._execute_batch(batch, context)
 
     def _execute_batch(
@@ -718,8 +730,8 @@ class StreamsService:
             position=streams_pb2.TombstoneResp.Position(commit_position=position, prepare_position=position)
         )
 
-    @staticmethod
     def _delete_target(
+        self,
         options: streams_pb2.DeleteReq.Options | streams_pb2.TombstoneReq.Options,
         context: grpc.ServicerContext,
     ) -> tuple[str, int]:
@@ -727,6 +739,7 @@ class StreamsService:
             name = _stream_name(options.stream_identifier)
         except UnicodeDecodeError:
             _abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
+        self._delay(context)
         if not context.is_active():
             _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
         return name, _expected_from_oneof(options, "expected_stream_revision", "revision")
