@@ -1,0 +1,61 @@
+"""The read side: projections that follow the event store into queryable read models.
+
+* :class:`Projection` — a stable name, a version, tables, and handlers per event type.
+* :class:`ProjectionRunner` — catch-up subscription, batches with atomic checkpoints, a lease
+  per projection, retries with backoff, parking, graceful stop, blue/green rebuilds.
+* :func:`rebuild` — rebuild a read model from scratch beside the live one.
+* :func:`projection_status` and :func:`wait_for` — operations and read-your-writes.
+* :mod:`projections.stores` — the :class:`ReadModelStore` port and its memory, SQLite and
+  PostgreSQL adapters.
+"""
+
+from __future__ import annotations
+
+from projections._progress import Progress, RebuildReport
+from projections.errors import (
+    ProjectionError,
+    ProjectionFailedError,
+    ProjectionVersionError,
+    WaitTimeoutError,
+)
+from projections.projection import Backoff, EventContext, FailurePolicy, Projection
+from projections.rebuild import rebuild
+from projections.runner import ProjectionRunner, RunOutcome
+from projections.status import ProjectionStatus, projection_status, wait_for
+from projections.stores.port import (
+    ParkedEvent,
+    ProjectionState,
+    ReadModelStore,
+    ReadView,
+    Table,
+    TableReader,
+    TableSpec,
+    UnitOfWork,
+)
+
+__all__ = [
+    "Backoff",
+    "EventContext",
+    "FailurePolicy",
+    "ParkedEvent",
+    "Progress",
+    "Projection",
+    "ProjectionError",
+    "ProjectionFailedError",
+    "ProjectionRunner",
+    "ProjectionState",
+    "ProjectionStatus",
+    "ProjectionVersionError",
+    "ReadModelStore",
+    "ReadView",
+    "RebuildReport",
+    "RunOutcome",
+    "Table",
+    "TableReader",
+    "TableSpec",
+    "UnitOfWork",
+    "WaitTimeoutError",
+    "projection_status",
+    "rebuild",
+    "wait_for",
+]

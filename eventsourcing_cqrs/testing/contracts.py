@@ -68,12 +68,15 @@ def new_events(count: int, type_: str = "Happened", **payload: Any) -> list[NewE
 def collect(
     subscription: Subscription, until: Callable[[list[SubscriptionItem]], bool]
 ) -> list[SubscriptionItem]:
-    """Read items until ``until(items)`` holds; fail after 10 s without progress."""
+    """Read items until ``until(items)`` holds; fail after 10 s without an item or 60 s in all."""
     items: list[SubscriptionItem] = []
+    deadline = time.monotonic() + 60
     while not until(items):
         item = subscription.poll(10.0)
         if item is None:
             pytest.fail(f"subscription delivered nothing for 10 s; got so far: {items[-5:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met after 60 s and {len(items)} items; last: {items[-5:]}")
         items.append(item)
     return items
 

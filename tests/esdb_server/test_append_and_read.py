@@ -228,3 +228,19 @@ def test_system_events_are_hidden_from_read_all_by_default_only(client: EventSto
 
     assert "$metadata" not in default
     assert "$metadata" in unfiltered
+
+
+def test_links_resolve_to_their_target_only_when_asked(client: EventStoreDBClient) -> None:
+    target, links = _stream(), _stream()
+    original = _event("Original")
+    client.append_events(target, current_version=StreamState.NO_STREAM, events=[original])
+    link = NewEvent(type="$>", data=f"0@{target}".encode(), content_type="application/octet-stream")
+    client.append_events(links, current_version=StreamState.NO_STREAM, events=[link])
+
+    (unresolved,) = client.get_stream(links)
+    (resolved,) = client.get_stream(links, resolve_links=True)
+
+    assert (unresolved.type, unresolved.link) == ("$>", None)
+    assert (resolved.id, resolved.stream_name) == (original.id, target)
+    assert resolved.link is not None
+    assert (resolved.link.id, resolved.link.stream_name) == (link.id, links)
