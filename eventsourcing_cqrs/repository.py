@@ -189,6 +189,8 @@ class Repository(Generic[A]):
         """The aggregate as of its latest event, or as of version ``at_version`` / time ``at_time``.
 
         A past state (``at_version``/``at_time``) is for reading: saving it is refused.
+        ``at_version`` starts from the latest snapshot at or before it; ``at_time`` replays
+        from the first event, comparing each event's recorded time.
         Raises :class:`AggregateNotFoundError` if the stream has no events (or had none by
         ``at_time``), and :class:`InvalidInputError` if ``at_version`` is beyond the last one.
         """
