@@ -32,7 +32,7 @@ import re
 import sys
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -93,7 +93,7 @@ _MAX_WINDOW: Final = 32
 _MIN_EXACT_WINDOW: Final = 8
 _FIRST_RETRY_DELAY: Final = 0.1
 _MAX_RETRY_DELAY: Final = 2.0
-_QUEUE_FULL_WAIT: Final = 0.005
+_QUEUE_FULL_WAIT: Final = 0.5
 _RETRYABLE_CODES: Final = frozenset(
     {grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
 )
@@ -552,6 +552,7 @@ class EsdbSubscription:
         # reader thread bounds it itself (see _put) so that memory stays flat.
         self._queue: queue.SimpleQueue[_QueueItem] = queue.SimpleQueue()
         self._capacity = max(1, buffer_size)
+        self._space = threading.Event()
         self._stopped = threading.Event()
         self._caught_up = False
         self._current: AbstractCatchupSubscription | None = None
@@ -566,8 +567,9 @@ class EsdbSubscription:
         delay = _FIRST_RETRY_DELAY
         attempt = 0
         while not self._stopped.is_set():
+            items = self._subscribe(attempt)
             try:
-                for item in self._subscribe(attempt):
+                for item in items:
                     if not self._deliver(item):
                         return
                     delay = _FIRST_RETRY_DELAY
@@ -586,12 +588,14 @@ class EsdbSubscription:
             except Exception as exc:  # noqa: BLE001 - the consumer must see every failure
                 self._fail(exc)
                 return
+            finally:
+                items.close()
             attempt += 1
             if self._stopped.wait(delay):
                 return
             delay = min(delay * 2, _MAX_RETRY_DELAY)
 
-    def _subscribe(self, attempt: int) -> Iterator[esdbclient.RecordedEvent]:
+    def _subscribe(self, attempt: int) -> Generator[esdbclient.RecordedEvent, None, None]:
         subscription = self._client.subscribe_to_all(
             commit_position=self._position or None,
             filter_exclude=(),
@@ -637,9 +641,10 @@ class EsdbSubscription:
         return delivered
 
     def _put(self, item: _QueueItem) -> bool:
-        while self._queue.qsize() >= self._capacity:
-            if self._stopped.wait(_QUEUE_FULL_WAIT):
-                return False
+        while self._queue.qsize() >= self._capacity and not self._stopped.is_set():
+            self._space.clear()
+            if self._queue.qsize() >= self._capacity:
+                self._space.wait(_QUEUE_FULL_WAIT)
         if self._stopped.is_set():
             return False
         self._queue.put(item)
@@ -678,6 +683,7 @@ class EsdbSubscription:
             item = self._queue.get(timeout=max(timeout, 0.0))
         except queue.Empty:
             return None
+        self._space.set()
         if self._stopped.is_set() or isinstance(item, _Stop):
             return None
         if isinstance(item, _Failure):
@@ -693,6 +699,7 @@ class EsdbSubscription:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        self._space.set()
         with self._lock:
             current = self._current
         if current is not None:

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 from esdbclient import EventStoreDBClient, NewEvent, StreamState
-from esdbclient.exceptions import GrpcError
+from esdbclient.exceptions import ConsumerTooSlow, GrpcError
 
 from eventsourcing_cqrs.testing.esdb_fixtures import EsdbEndpoint
 from eventsourcing_cqrs.testing.esdb_server import EsdbTestServer
@@ -40,6 +40,18 @@ def test_server_restarted_on_the_same_port_keeps_its_data() -> None:
             with client.subscribe_to_stream(stream, stream_position=0, timeout=10) as resumed:
                 assert next(iter(resumed)).type == "After"
             assert [e.type for e in client.get_stream(stream)] == ["Before", "After"]
+
+
+def test_dropped_subscriptions_raise_consumer_too_slow() -> None:
+    with EsdbTestServer() as server, EventStoreDBClient(server.uri) as client:
+        subscription = client.subscribe_to_all(from_end=True, include_caught_up=True, timeout=10)
+        items = iter(subscription)
+        next(items)
+
+        server.drop_subscriptions()
+
+        with pytest.raises(ConsumerTooSlow):
+            next(items)
 
 
 def test_gossip_reports_one_alive_leader(esdb_server: EsdbEndpoint) -> None:

@@ -83,6 +83,24 @@ def test_subscriber_resumes_after_a_server_restart_with_no_event_lost_or_doubled
     assert "event_store.subscription_resumed" in events
 
 
+def test_subscriber_resumes_after_consumer_too_slow_with_no_event_lost_or_doubled() -> None:
+    stream = unique_stream("Slow")
+    with EsdbTestServer() as server, EsdbEventStore(server.uri, subscription_buffer=8) as store:
+        store.append(stream, new_events(100), expected_version=StreamState.NO_STREAM)
+        mine = EventFilter.for_stream_prefixes([stream])
+        with capture_logs() as logs, store.subscribe(filter=mine) as subscription:
+            before = _collect(subscription, lambda got: len(_revisions(got, stream)) >= 10)
+
+            server.drop_subscriptions()
+            store.append(stream, new_events(50), expected_version=99)
+
+            after = _collect(subscription, lambda got: len(_revisions(before + got, stream)) >= 150)
+
+    assert _revisions(before + after, stream) == list(range(150))
+    dropped = [entry for entry in logs if entry["event"] == "event_store.subscription_dropped"]
+    assert [entry["error"] for entry in dropped] == ["ConsumerTooSlow"]
+
+
 def test_a_deadline_gives_a_timeout_error_naming_the_operation() -> None:
     stream = unique_stream("Deadline")
     with EsdbTestServer() as server, EsdbEventStore(server.uri, timeout=0.2) as store:

@@ -82,6 +82,14 @@ class EsdbTestServer:
     def latency(self, seconds: float) -> None:
         self._streams.latency = max(0.0, float(seconds))
 
+    def drop_subscriptions(self) -> None:
+        """Abort every open subscription with ``ABORTED`` "Consumer too slow" (fault injection).
+
+        EventStoreDB 23.10 ended a live subscription that way when its client fell behind;
+        esdbclient raises ``ConsumerTooSlow`` and leaves resubscribing to the application.
+        """
+        self._streams.drop_subscriptions()
+
     @property
     def is_running(self) -> bool:
         """Whether the server is currently accepting calls."""

@@ -48,6 +48,9 @@ _CATCH_UP_PAGE_MATCHES: Final = 32
 _DEFAULT_WINDOW: Final = 32
 _IDLE_WAIT_SECONDS: Final = 1.0
 _LATENCY_STEP: Final = 0.01
+_CONSUMER_TOO_SLOW: Final = (
+    "Operation timed out: Consumer too slow to handle event while live. Client resubscription required."
+)
 _HANDLER_EXCEPTION: Final = "Exception was thrown by handler."
 _REQUIRED_METADATA: Final = ("type", "content-type")
 _JSON: Final = "application/json"
@@ -241,6 +244,16 @@ class StreamsService:
         self._log = log
         self._max_append_size = max_append_size
         self.latency = 0.0
+        self._drop_generation = 0
+
+    def drop_subscriptions(self) -> None:
+        """Abort every open subscription as EventStoreDB 23.10 aborted a slow consumer."""
+        self._drop_generation += 1
+        self._log.wake_all()
+
+    def _raise_if_dropped(self, generation: int, context: grpc.ServicerContext) -> None:
+        if generation != self._drop_generation:
+            _abort(context, grpc.StatusCode.ABORTED, _CONSUMER_TOO_SLOW)
 
     def _delay(self, context: grpc.ServicerContext) -> None:
         """Injected latency before any work, cut short when the caller gives up."""
@@ -444,9 +457,11 @@ class StreamsService:
         else:
             next_number = 0
         context.add_callback(self._log.wake_all)
+        generation = self._drop_generation
         yield _ReadResp(confirmation=_ReadResp.SubscriptionConfirmation(subscription_id=str(uuid.uuid4())))
         caught_up = False
         while context.is_active():
+            self._raise_if_dropped(generation, context)
             head = self._log.head
             view = None if caught_up else self._log.view(name)
             if view is not None:
@@ -494,9 +509,11 @@ class StreamsService:
             start = 0
         state = _AllSubscriptionState(cursor=start, filtered=filtered, interval=multiplier * window)
         context.add_callback(self._log.wake_all)
+        generation = self._drop_generation
         yield _ReadResp(confirmation=_ReadResp.SubscriptionConfirmation(subscription_id=str(uuid.uuid4())))
         if all_option != "end":
             yield from self._catch_up_all(
+                generation=generation,
                 state=state,
                 matches=matches,
                 window=window,
@@ -518,6 +535,7 @@ class StreamsService:
                     yield from self._checkpoint(state, end_checkpoint)
         yield _ReadResp(caught_up=_ReadResp.CaughtUp())
         while context.is_active():
+            self._raise_if_dropped(generation, context)
             records = self._log.records_from(state.cursor + 1, _CHUNK)
             if not records:
                 self._log.wait_for_records_after(state.cursor, _IDLE_WAIT_SECONDS)
@@ -535,6 +553,7 @@ class StreamsService:
     def _catch_up_all(
         self,
         *,
+        generation: int,
         state: _AllSubscriptionState,
         matches: _Predicate,
         window: int,
@@ -544,6 +563,7 @@ class StreamsService:
     ) -> Iterator[_ReadResp]:
         page_size = window if state.filtered else _CHUNK
         while context.is_active():
+            self._raise_if_dropped(generation, context)
             page = self._log.records_from(state.cursor + 1, page_size)
             if not page:
                 return
