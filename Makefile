@@ -1,0 +1,46 @@
+# The few verbs everyone uses. Each target creates the virtual environment it needs.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test check lint typecheck format bench bench-full clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[esdb,postgres,dev]'
+	@touch $(STAMP)
+
+## demo: run the example bank end to end on the embedded SQLite store
+demo: $(STAMP)
+	$(BIN)/escqrs demo
+
+## test: run the whole test suite (PostgreSQL tests skip when no server is reachable)
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## check: lint, format check and strict type check
+check: lint typecheck
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy eventsourcing_cqrs projections examples tests/typing
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## bench: quick side-by-side benchmarks (under two minutes); bench-full: the full sizes
+bench: $(STAMP)
+	$(BIN)/python benchmarks/compare.py
+
+bench-full: $(STAMP)
+	$(BIN)/python benchmarks/compare.py --full
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
