@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
-from eventsourcing_cqrs.errors import InvalidInputError
+from eventsourcing_cqrs.errors import EventStoreUnavailableError, InvalidInputError
 from eventsourcing_cqrs.store.memory import InMemoryEventStore
 from eventsourcing_cqrs.store.port import (
     CAUSATION_ID_KEY,
@@ -79,4 +79,12 @@ def connect(uri: str) -> EventStore:
         if options:
             raise InvalidInputError("event store URI", uri, f"unknown options {sorted(options)}")
         return SQLiteEventStore(path, durable=durable in _TRUE)
+    if scheme in ("esdb", "esdb+discover"):
+        try:
+            from eventsourcing_cqrs.store.esdb import EsdbEventStore  # noqa: PLC0415 - optional extra
+        except ImportError as exc:
+            raise EventStoreUnavailableError(
+                "esdb:// needs the esdb extra: pip install 'eventsourcing-cqrs[esdb]'"
+            ) from exc
+        return EsdbEventStore(uri)
     raise InvalidInputError("event store URI", uri, "the scheme must be memory:, sqlite:/// or esdb://")
