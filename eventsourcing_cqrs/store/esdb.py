@@ -200,7 +200,10 @@ class EsdbEventStore:
     ``esdb+discover://admin:changeit@cluster.local:2113?tlsCAFile=ca.crt``. ``timeout`` is the
     deadline in seconds for each write and each point read (``stream_version``,
     ``head_position``, the first page of ``read_stream``); streaming reads and subscriptions
-    have none. Without it, writes use the URI's ``DefaultDeadline``, if any.
+    have none. Without it, writes use the URI's ``DefaultDeadline``, if any. esdbclient retries
+    a call that timed out (nested retries: up to four attempts for an append, 0.1 s apart), so
+    :class:`~eventsourcing_cqrs.errors.EventStoreTimeoutError` arrives after about
+    ``4 * timeout + 0.3`` seconds; the retries are safe because appends are idempotent.
 
     It is thread-safe: one gRPC channel serves every thread and subscription.
     """

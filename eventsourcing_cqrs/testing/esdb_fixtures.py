@@ -1,6 +1,7 @@
 """Pytest fixtures for the EventStoreDB path: the in-process test server, or a real server.
 
-Register with ``pytest_plugins = ["eventsourcing_cqrs.testing.esdb_fixtures"]`` in a conftest.
+Register with ``pytest_plugins = ["eventsourcing_cqrs.testing.esdb_fixtures"]`` in the root
+conftest, or import ``esdb_server`` into a test module or a nested conftest.
 When the ``ESDB_URI`` environment variable is set (e.g. ``esdb://localhost:2113?Tls=false`` after
 ``docker compose up -d``), the fixture yields that URI and starts nothing, so the same tests run
 against a real EventStoreDB.

@@ -10,7 +10,11 @@ from collections.abc import Callable
 import pytest
 from structlog.testing import capture_logs
 
-from eventsourcing_cqrs.errors import EventStoreTimeoutError, EventStoreUnavailableError
+from eventsourcing_cqrs.errors import (
+    EventStoreTimeoutError,
+    EventStoreUnavailableError,
+    InvalidInputError,
+)
 from eventsourcing_cqrs.store.esdb import EsdbEventStore
 from eventsourcing_cqrs.store.port import (
     EventFilter,
@@ -124,3 +128,12 @@ def test_an_unreachable_server_is_reported_without_credentials() -> None:
 
     assert isinstance(caught.value, ConnectionError)
     assert not [text for text in shown if "s3cret" in text or "admin" in text]
+
+
+def test_a_malformed_connection_string_is_refused_without_echoing_credentials() -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        EsdbEventStore("esdb://admin:s3cret@127.0.0.1:2113?Tls=false&Bogus=1")
+
+    assert "BOGUS" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+    assert caught.value.__cause__ is None
