@@ -174,3 +174,82 @@ def test_metadata_of_a_tombstoned_stream_can_still_be_written(client: EventStore
 
     with pytest.raises(StreamIsDeleted):
         client.get_stream_metadata(stream)
+
+
+@pytest.mark.parametrize(
+    ("operation", "state", "expected", "outcome"),
+    [
+        ("delete", "missing", StreamState.ANY, NotFound),
+        ("delete", "missing", StreamState.NO_STREAM, NotFound),
+        ("delete", "existing", 0, WrongCurrentVersion),
+        ("delete", "existing", 1, None),
+        ("delete", "existing", StreamState.EXISTS, None),
+        ("delete", "soft-deleted", 1, None),
+        ("delete", "soft-deleted", StreamState.ANY, None),
+        ("delete", "soft-deleted", StreamState.EXISTS, StreamIsDeleted),
+        ("delete", "tombstoned", StreamState.ANY, StreamIsDeleted),
+        ("tombstone", "missing", StreamState.ANY, None),
+        ("tombstone", "missing", StreamState.EXISTS, NotFound),
+        ("tombstone", "existing", 0, WrongCurrentVersion),
+        ("tombstone", "existing", 1, None),
+        ("tombstone", "tombstoned", StreamState.ANY, StreamIsDeleted),
+    ],
+)
+def test_delete_and_tombstone_outcomes_follow_the_server_table(
+    client: EventStoreDBClient,
+    operation: str,
+    state: str,
+    expected: int | StreamState,
+    outcome: type[Exception] | None,
+) -> None:
+    # GRPC_SPEC §7: "existing" streams hold events #0 and #1.
+    stream = _stream()
+    if state != "missing":
+        client.append_events(stream, current_version=StreamState.NO_STREAM, events=[_event(), _event()])
+    if state == "soft-deleted":
+        client.delete_stream(stream, current_version=1)
+    if state == "tombstoned":
+        client.tombstone_stream(stream, current_version=1)
+    act = client.delete_stream if operation == "delete" else client.tombstone_stream
+
+    if outcome is None:
+        act(stream, current_version=expected)
+    else:
+        with pytest.raises(outcome):
+            act(stream, current_version=expected)
+
+
+@pytest.mark.parametrize(
+    ("expected", "outcome"),
+    [
+        (StreamState.NO_STREAM, None),
+        (1, None),
+        (StreamState.ANY, None),
+        (0, WrongCurrentVersion),
+        (StreamState.EXISTS, StreamIsDeleted),
+    ],
+)
+def test_appending_to_a_soft_deleted_stream_follows_the_server_table(
+    client: EventStoreDBClient, expected: int | StreamState, outcome: type[Exception] | None
+) -> None:
+    # GRPC_SPEC §8.3: recreation continues at the raw last revision + 1.
+    stream, _ = _stream_with_two_events(client)
+    client.delete_stream(stream, current_version=1)
+    event = _event()
+
+    if outcome is not None:
+        with pytest.raises(outcome):
+            client.append_events(stream, current_version=expected, events=[event])
+        return
+    client.append_events(stream, current_version=expected, events=[event])
+    assert [(e.id, e.stream_position) for e in client.get_stream(stream)] == [(event.id, 2)]
+
+
+def test_append_with_exists_to_a_soft_deleted_stream_fails_differently_per_call(
+    client: EventStoreDBClient,
+) -> None:
+    stream, _ = _stream_with_two_events(client)
+    client.delete_stream(stream, current_version=1)
+
+    with pytest.raises(FailedPrecondition):
+        client.append_event(stream, current_version=StreamState.EXISTS, event=_event())
