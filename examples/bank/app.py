@@ -1,0 +1,24 @@
+"""The bank as the ``escqrs`` command sees it: ``escqrs --app examples.bank.app:bank ...``.
+
+It names the bank's event registry, its one aggregate (``Account``, stream category
+``Account``) and its projections, and gives ``escqrs demo`` the bank's demo.
+"""
+
+from __future__ import annotations
+
+from eventsourcing_cqrs.app import AggregateSpec, AppSpec
+from examples.bank import demo
+from examples.bank.account import Account
+from examples.bank.events import registry
+
+__all__ = ["bank"]
+
+#: The bank application spec (the ``escqrs`` default).
+bank = AppSpec(
+    name="bank",
+    description="A small bank: open an account, deposit, withdraw (never below zero), close.",
+    registry=registry,
+    aggregates=(AggregateSpec(Account, registry, snapshot_every=100),),
+    projections=(),
+    demo=demo.run,
+)
