@@ -1,0 +1,600 @@
+"""The :class:`ProjectionRunner`: a catch-up subscription that keeps one read model up to date.
+
+What it guarantees:
+
+* **Exactly-once effect.** Events are applied in batches (``batch_size`` events or
+  ``batch_delay`` seconds after the first one, whichever comes first); each batch's writes and
+  the checkpoint commit in one transaction, so after a crash the runner resumes from the last
+  committed checkpoint and no event is applied twice or skipped.
+* **One active runner per projection**, across processes: the runner holds the projection's
+  lease (a file lock on SQLite, an advisory lock on PostgreSQL) and every transaction checks it,
+  so a second runner waits and takes over when the first dies.
+* **Failures.** A handler that raises is retried with the projection's
+  :class:`~projections.projection.Backoff` (each attempt in a fresh transaction, after the
+  events before it were committed). If it still fails, the runner stops with
+  :class:`~projections.errors.ProjectionFailedError` (policy ``STOP``, the default: the
+  checkpoint stays before the event) or parks the event and goes on (policy ``PARK``).
+  Parked events are listed by :meth:`ReadModelStore.parked_events` and retried with
+  :meth:`ProjectionRunner.retry_parked` (or ``store.request_retry`` from another process).
+* **Graceful stop.** :meth:`ProjectionRunner.stop`, SIGTERM or Ctrl-C (with
+  ``install_signal_handlers=True``) let the current batch commit, then the runner returns.
+* **Blue/green rebuilds.** When the live read model was built by an older ``version`` of the
+  projection, the runner builds a new generation from the start of ``$all`` while the old one
+  keeps serving queries, switches atomically when it has caught up, and goes on live. A
+  rebuild started by :func:`projections.rebuild.rebuild` in another process is picked up at
+  the next batch.
+"""
+
+from __future__ import annotations
+
+import enum
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+
+import structlog
+
+from eventsourcing_cqrs.store.port import CaughtUp, Checkpoint, EventFilter, EventReader, RecordedEvent
+from projections._progress import ProgressCallback, ProgressTracker, RebuildReport
+from projections.errors import (
+    GenerationChangedError,
+    LeaseLostError,
+    ProjectionError,
+    ProjectionFailedError,
+    ProjectionVersionError,
+    ReadModelStoreLockedError,
+    ReadModelStoreUnavailableError,
+)
+from projections.projection import Backoff, FailurePolicy, Projection
+from projections.status import ProjectionStatus, events_after, projection_status, wait_for
+from projections.stores.port import Generation, Lease, LeaseRole, ProjectionState, ReadModelStore
+
+__all__ = ["ProjectionRunner", "RunOutcome"]
+
+logger = structlog.get_logger(__name__)
+
+#: Store errors that say nothing about the event: they stop the runner instead of parking.
+_INFRASTRUCTURE_ERRORS = (ReadModelStoreUnavailableError, ReadModelStoreLockedError, GenerationChangedError)
+
+
+class RunOutcome(enum.Enum):
+    """Why :meth:`ProjectionRunner.run` returned."""
+
+    STOPPED = "stopped"
+    CAUGHT_UP = "caught_up"
+
+
+class _EventFailed(ProjectionError):  # noqa: N818 - a signal inside the runner, never raised out
+    """A handler raised inside a batch (never escapes the runner)."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        self.index = index
+        self.error = error
+        super().__init__(f"event {index} of the batch failed")
+
+
+class _StopRequested(ProjectionError):  # noqa: N818 - a signal inside the runner, never raised out
+    """The runner was asked to stop while it was retrying an event (never escapes)."""
+
+
+class _Follow(enum.Enum):
+    STOPPED = "stopped"
+    CAUGHT_UP = "caught_up"
+    GENERATION_CHANGED = "generation_changed"
+
+
+def _describe_error(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+@dataclass
+class _Batch:
+    events: list[RecordedEvent]
+    position: int | None = None
+    deadline: float | None = None
+
+    def clear(self) -> None:
+        self.events = []
+        self.position = None
+        self.deadline = None
+
+
+class ProjectionRunner:
+    """Runs one :class:`~projections.projection.Projection` against an event store and a read model store.
+
+    ``run()`` blocks (in the calling thread); ``start()`` runs it in a daemon thread. Every
+    keyword argument has a default that suits a service; tests shorten the delays.
+    """
+
+    def __init__(
+        self,
+        projection: Projection,
+        events: EventReader,
+        store: ReadModelStore,
+        *,
+        batch_size: int = 500,
+        batch_delay: float = 0.05,
+        backoff: Backoff | None = None,
+        failure_policy: FailurePolicy | None = None,
+        lease_poll_interval: float = 0.5,
+        retry_check_interval: float = 1.0,
+        checkpoint_interval: int = 500,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}.")
+        if batch_delay < 0:
+            raise ValueError(f"batch_delay must not be negative, not {batch_delay}.")
+        self._projection = projection
+        self._name = projection.name
+        self._filter: EventFilter = projection.event_filter()
+        self._events = events
+        self._store = store
+        self._batch_size = batch_size
+        self._batch_delay = batch_delay
+        self._backoff = backoff or projection.backoff
+        self._policy = failure_policy or projection.failure_policy
+        self._lease_poll_interval = lease_poll_interval
+        self._retry_check_interval = retry_check_interval
+        self._checkpoint_interval = checkpoint_interval
+        # A plain flag, so that a signal handler may set it without taking any lock.
+        self._stop_requested = False
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._running = threading.Event()
+        self._log = logger.bind(projection=self._name)
+
+    def __repr__(self) -> str:
+        return f"<ProjectionRunner {self._name!r}>"
+
+    @property
+    def projection(self) -> Projection:
+        """The projection this runner applies."""
+        return self._projection
+
+    @property
+    def store(self) -> ReadModelStore:
+        """The read model store it writes."""
+        return self._store
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    def run(self, *, until_caught_up: bool = False, install_signal_handlers: bool = False) -> RunOutcome:
+        """Apply events until :meth:`stop` (or, with ``until_caught_up``, until live).
+
+        With ``install_signal_handlers`` (main thread only) SIGTERM and SIGINT stop the runner
+        gracefully: the current batch commits, then ``run`` returns ``RunOutcome.STOPPED``.
+        Raises :class:`~projections.errors.ProjectionFailedError` when an event fails for good
+        under the ``STOP`` policy.
+        """
+        self._stop_requested = False
+        self._running.set()
+        with self._signals(install_signal_handlers):
+            try:
+                return self._run(until_caught_up=until_caught_up)
+            finally:
+                self._running.clear()
+
+    def start(self) -> None:
+        """Run in a background thread; see :meth:`join` and :attr:`error`."""
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError(f"Projection runner {self._name!r} is already running.")
+        self._error = None
+        self._stop_requested = False
+        self._running.set()
+
+        def target() -> None:
+            try:
+                self.run()
+            except BaseException as exc:  # noqa: BLE001 - kept for join() to re-raise
+                self._error = exc
+                self._log.exception("projection.runner_crashed")
+
+        self._thread = threading.Thread(target=target, name=f"projection-{self._name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the runner to stop after the current batch; safe from any thread or a signal handler."""
+        self._stop_requested = True
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the background thread; re-raise what made it fail."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise TimeoutError(f"Projection runner {self._name!r} did not stop within {timeout} s.")
+        if self._error is not None:
+            raise self._error
+
+    @property
+    def running(self) -> bool:
+        """Whether :meth:`run` is executing."""
+        return self._running.is_set()
+
+    @property
+    def error(self) -> BaseException | None:
+        """What made the background thread stop, if anything did."""
+        return self._error
+
+    @contextmanager
+    def _signals(self, install: bool) -> Iterator[None]:
+        if not install or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            del frame
+            self._stop_requested = True
+
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    # -- queries --------------------------------------------------------------------------
+
+    def status(self) -> ProjectionStatus:
+        """Checkpoint, head of ``$all``, lag, state, parked count and last error."""
+        return projection_status(self._projection, self._events, self._store)
+
+    def wait_for(self, position: int, timeout: float = 5.0) -> None:
+        """Block until the live read model reflects every relevant event up to ``position``."""
+        wait_for(self._projection, self._events, self._store, position, timeout)
+
+    def retry_parked(self, positions: list[int] | None = None, *, timeout: float = 30.0) -> int:
+        """Retry parked events (all by default); how many were retried successfully.
+
+        When this runner is running, it retries them at its next opportunity and this call
+        waits for that; otherwise the retries run here, under the projection's lease.
+        """
+        before = {event.position for event in self._store.parked_events(self._name)}
+        requested = self._store.request_retry(self._name, positions)
+        if requested == 0:
+            return 0
+        if self.running:
+            deadline = time.monotonic() + timeout
+            while any(e.retry_requested for e in self._store.parked_events(self._name)):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"Parked events of {self._name!r} were not retried within {timeout} s."
+                    )
+                time.sleep(0.01)
+        else:
+            self._stop_requested = False
+            lease = self._store.lease(self._name, LeaseRole.RUN)
+            if not self._acquire(lease, timeout=timeout):
+                raise TimeoutError(f"The lease of {self._name!r} stayed taken for {timeout} s.")
+            try:
+                live = self._store.describe(self._name).live
+                if live is not None:
+                    self._retry_requested(live, lease)
+            finally:
+                lease.release()
+        after = {event.position for event in self._store.parked_events(self._name)}
+        return len(before - after)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _acquire(self, lease: Lease, *, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        waiting_logged = False
+        while not self._stop_requested:
+            if lease.try_acquire():
+                self._log.info("projection.lease_acquired", role=lease.role.value, epoch=lease.epoch)
+                return True
+            if not waiting_logged:
+                self._log.info("projection.lease_waiting", role=lease.role.value)
+                waiting_logged = True
+                if lease.role is LeaseRole.RUN:
+                    self._store.set_state(self._name, ProjectionState.WAITING_FOR_LEASE)
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            self._sleep(self._lease_poll_interval)
+        return False
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep in short slices so that a stop request is noticed promptly."""
+        end = time.monotonic() + seconds
+        while not self._stop_requested:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.05))
+
+    def _run(self, *, until_caught_up: bool) -> RunOutcome:
+        lease = self._store.lease(self._name, LeaseRole.RUN)
+        failed = False
+        try:
+            if not self._acquire(lease):
+                return RunOutcome.STOPPED
+            while not self._stop_requested:
+                record = self._store.describe(self._name)
+                live = record.live
+                self._check_version(live)
+                if live is not None and live.version < self._projection.version:
+                    self._log.info(
+                        "projection.version_changed",
+                        live_version=live.version,
+                        version=self._projection.version,
+                    )
+                    report = self._build(None)
+                    if report is None or not report.switched:
+                        return RunOutcome.STOPPED
+                    continue
+                if live is None:
+                    live = self._store.create_generation(
+                        self._name, self._projection.version, self._projection.tables, lease=lease
+                    )
+                outcome = self._follow(live, lease, stop_when_caught_up=until_caught_up)
+                if outcome is _Follow.GENERATION_CHANGED:
+                    self._log.info("projection.generation_changed", generation=live.number)
+                    continue
+                return RunOutcome.CAUGHT_UP if outcome is _Follow.CAUGHT_UP else RunOutcome.STOPPED
+            return RunOutcome.STOPPED
+        except (LeaseLostError, ProjectionVersionError):
+            # The projection now belongs to another runner: leave its state alone.
+            failed = True
+            raise
+        except ProjectionError as exc:
+            failed = True
+            self._record_state(ProjectionState.FAILED, error=_describe_error(exc))
+            raise
+        finally:
+            if lease.held:
+                if not failed:
+                    self._record_state(ProjectionState.STOPPED)
+                lease.release()
+            self._log.info("projection.runner_stopped")
+
+    def _check_version(self, live: Generation | None) -> None:
+        if live is not None and live.version > self._projection.version:
+            raise ProjectionVersionError(self._name, self._projection.version, live.version)
+
+    def _record_state(self, state: ProjectionState, *, error: str | None = None) -> None:
+        """Record the state, without letting a store failure hide the error being reported."""
+        try:
+            self._store.set_state(self._name, state, error=error)
+        except ProjectionError as exc:
+            self._log.warning("projection.state_not_recorded", state=state.value, error=_describe_error(exc))
+
+    # -- rebuilding -----------------------------------------------------------------------
+
+    def rebuild(self, progress: ProgressCallback | None = None) -> RebuildReport | None:
+        """Build a new generation from the start of ``$all`` beside the live one and switch to it.
+
+        Resumes an interrupted rebuild of the same version. Holds only the rebuild lease, so a
+        runner of the live generation (in any process) keeps serving and writing meanwhile, and
+        moves to the new generation at its next batch. Returns ``None`` if stopped before the
+        switch (run it again to resume). See :func:`projections.rebuild.rebuild`.
+        """
+        self._stop_requested = False
+        self._running.set()
+        try:
+            return self._build(progress)
+        finally:
+            self._running.clear()
+
+    def _build(self, progress: ProgressCallback | None) -> RebuildReport | None:
+        lease = self._store.lease(self._name, LeaseRole.REBUILD)
+        if not self._acquire(lease):
+            return None
+        try:
+            record = self._store.describe(self._name)
+            self._check_version(record.live)
+            building = record.building
+            resumed = building is not None and building.version == self._projection.version
+            if not resumed or building is None:
+                building = self._store.create_generation(
+                    self._name, self._projection.version, self._projection.tables, lease=lease
+                )
+            remaining = self._count_after(building.checkpoint)
+            tracker = ProgressTracker(
+                self._name, building.number, building.events_applied, remaining, progress
+            )
+            log = self._log.bind(generation=building.number, version=self._projection.version)
+            log.info(
+                "projection.rebuild_started",
+                resumed=resumed,
+                done=building.events_applied,
+                remaining=remaining,
+            )
+            self._store.set_state(self._name, ProjectionState.REBUILDING)
+            outcome = self._follow(building, lease, stop_when_caught_up=True, tracker=tracker)
+            if outcome is not _Follow.CAUGHT_UP:
+                log.info("projection.rebuild_interrupted", done=tracker.applied_now)
+                return None
+            tracker.finish()
+            self._store.switch_generation(self._name, building.number, lease=lease)
+            final = self._store.describe(self._name).live
+            report = RebuildReport(
+                projection=self._name,
+                version=self._projection.version,
+                generation=building.number,
+                events=tracker.applied_now,
+                seconds=tracker.seconds,
+                resumed=resumed,
+                switched=True,
+                position=None if final is None else final.checkpoint,
+            )
+            log.info("projection.rebuild_switched", events=report.events, seconds=round(report.seconds, 3))
+            return report
+        finally:
+            lease.release()
+
+    def _count_after(self, checkpoint: int | None) -> int:
+        return sum(1 for _ in events_after(self._events, checkpoint, self._filter))
+
+    # -- following one generation ---------------------------------------------------------
+
+    def _follow(
+        self,
+        generation: Generation,
+        lease: Lease,
+        *,
+        stop_when_caught_up: bool,
+        tracker: ProgressTracker | None = None,
+    ) -> _Follow:
+        committed = generation.checkpoint
+        batch = _Batch([])
+        caught_up = False
+        next_retry_check = time.monotonic()
+        building = lease.role is LeaseRole.REBUILD
+        if not building:
+            self._store.set_state(self._name, ProjectionState.CATCHING_UP)
+
+        def flush() -> None:
+            nonlocal committed
+            if batch.position is None or (committed is not None and batch.position <= committed):
+                batch.clear()
+                return
+            applied = self._commit(generation, lease, batch.events, batch.position)
+            committed = batch.position
+            if tracker is not None:
+                tracker.advance(applied, committed)
+            batch.clear()
+
+        subscription = self._events.subscribe(
+            from_position=committed, filter=self._filter, checkpoint_interval=self._checkpoint_interval
+        )
+        try:
+            with subscription:
+                while True:
+                    if self._stop_requested:
+                        flush()
+                        return _Follow.STOPPED
+                    wait = 0.1
+                    if batch.deadline is not None:
+                        wait = max(0.0, min(wait, batch.deadline - time.monotonic()))
+                    item = subscription.poll(wait)
+                    if isinstance(item, RecordedEvent):
+                        batch.events.append(item)
+                        batch.position = item.position
+                        if batch.deadline is None:
+                            batch.deadline = time.monotonic() + self._batch_delay
+                    elif isinstance(item, Checkpoint):
+                        if committed is None or item.position > committed:
+                            batch.position = max(batch.position or 0, item.position)
+                            if batch.deadline is None:
+                                batch.deadline = time.monotonic() + self._batch_delay
+                    elif isinstance(item, CaughtUp):
+                        flush()
+                        if not caught_up:
+                            caught_up = True
+                            self._log.info(
+                                "projection.caught_up", position=committed, generation=generation.number
+                            )
+                            if not building:
+                                self._store.set_state(self._name, ProjectionState.LIVE)
+                        if stop_when_caught_up:
+                            return _Follow.CAUGHT_UP
+                        continue
+                    if len(batch.events) >= self._batch_size or (
+                        batch.deadline is not None and time.monotonic() >= batch.deadline
+                    ):
+                        flush()
+                    if not building and item is None and time.monotonic() >= next_retry_check:
+                        next_retry_check = time.monotonic() + self._retry_check_interval
+                        if any(e.retry_requested for e in self._store.parked_events(self._name)):
+                            self._retry_requested(generation, lease)
+        except GenerationChangedError:
+            return _Follow.GENERATION_CHANGED
+        except _StopRequested:
+            return _Follow.STOPPED
+
+    def _commit(
+        self, generation: Generation, lease: Lease, events: list[RecordedEvent], position: int
+    ) -> int:
+        """Apply ``events`` and move the checkpoint to ``position`` in one transaction; how many applied."""
+        try:
+            with self._store.transaction(self._name, generation.number, lease=lease) as transaction:
+                for index, event in enumerate(events):
+                    try:
+                        self._projection.apply(event, transaction)
+                    except _INFRASTRUCTURE_ERRORS:
+                        raise
+                    except Exception as exc:
+                        raise _EventFailed(index, exc) from exc
+                transaction.set_checkpoint(position, len(events))
+        except _EventFailed as failed:
+            good, bad, rest = events[: failed.index], events[failed.index], events[failed.index + 1 :]
+            applied = self._commit(generation, lease, good, good[-1].position) if good else 0
+            applied += self._retry(generation, lease, bad, failed.error)
+            if rest or position > bad.position:
+                applied += self._commit(generation, lease, rest, position)
+            return applied
+        if events:
+            self._log.debug(
+                "projection.batch_committed",
+                generation=generation.number,
+                events=len(events),
+                position=position,
+            )
+        return len(events)
+
+    def _retry(self, generation: Generation, lease: Lease, event: RecordedEvent, error: Exception) -> int:
+        """Retry a failing event with backoff; park it or raise when it keeps failing."""
+        log = self._log.bind(
+            event_type=event.type, stream=event.stream, revision=event.revision, position=event.position
+        )
+        attempts = 1
+        log.warning("projection.event_failed", attempt=attempts, error=_describe_error(error))
+        while attempts < self._backoff.max_attempts:
+            self._sleep(self._backoff.delay(attempts))
+            if self._stop_requested:
+                raise _StopRequested(f"{self._name} stopped while retrying")
+            attempts += 1
+            try:
+                with self._store.transaction(self._name, generation.number, lease=lease) as transaction:
+                    self._projection.apply(event, transaction)
+                    transaction.set_checkpoint(event.position, 1)
+            except _INFRASTRUCTURE_ERRORS:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a handler may raise anything; it is retried
+                error = exc
+                log.warning("projection.event_failed", attempt=attempts, error=_describe_error(exc))
+                continue
+            log.info("projection.event_recovered", attempts=attempts)
+            return 1
+        failure = ProjectionFailedError(
+            self._name,
+            event_type=event.type,
+            stream=event.stream,
+            revision=event.revision,
+            position=event.position,
+            attempts=attempts,
+            error=error,
+        )
+        if self._policy is FailurePolicy.STOP:
+            log.error("projection.event_gave_up", attempts=attempts, error=_describe_error(error))
+            raise failure from error
+        with self._store.transaction(self._name, generation.number, lease=lease) as transaction:
+            transaction.park(event, _describe_error(error), attempts)
+            transaction.set_checkpoint(event.position, 0)
+        state = ProjectionState.REBUILDING if lease.role is LeaseRole.REBUILD else ProjectionState.CATCHING_UP
+        self._store.set_state(self._name, state, error=str(failure))
+        log.warning("projection.event_parked", attempts=attempts, error=_describe_error(error))
+        return 0
+
+    def _retry_requested(self, generation: Generation, lease: Lease) -> None:
+        """Retry the parked events whose retry was requested, each in its own transaction."""
+        with self._store.transaction(self._name, generation.number, lease=lease) as transaction:
+            parked = transaction.parked_for_retry()
+        for event in parked:
+            log = self._log.bind(position=event.position, event_type=event.event_type, stream=event.stream)
+            try:
+                with self._store.transaction(self._name, generation.number, lease=lease) as transaction:
+                    self._projection.apply(event.to_recorded(), transaction)
+                    transaction.unpark(event.position)
+            except _INFRASTRUCTURE_ERRORS:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a handler may raise anything; it stays parked
+                with self._store.transaction(self._name, generation.number, lease=lease) as transaction:
+                    transaction.parked_failed_again(event.position, _describe_error(exc), 1)
+                log.warning("projection.parked_retry_failed", error=_describe_error(exc))
+                continue
+            log.info("projection.parked_retry_succeeded")

@@ -1,0 +1,167 @@
+"""Where a projection stands, and waiting for it: for operators, the CLI and read-your-writes.
+
+Both functions work from any process: they read the read model store and the event store, not
+the runner's memory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from eventsourcing_cqrs.store.port import EventFilter, EventReader, RecordedEvent, validate_position
+from projections.errors import WaitTimeoutError
+from projections.projection import Projection
+from projections.stores.port import LeaseRole, ProjectionState, ReadModelStore
+
+__all__ = ["BuildingStatus", "ProjectionStatus", "events_after", "projection_status", "wait_for"]
+
+_ACTIVE_STATES = frozenset(
+    {
+        ProjectionState.WAITING_FOR_LEASE,
+        ProjectionState.CATCHING_UP,
+        ProjectionState.LIVE,
+        ProjectionState.REBUILDING,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BuildingStatus:
+    """A generation being rebuilt beside the live one."""
+
+    generation: int
+    version: int
+    checkpoint: int | None
+    events_applied: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionStatus:
+    """A projection's state as an operator needs it.
+
+    ``lag_events`` counts the events the projection still has to consider (those passing its
+    filter after the checkpoint), counting at most ``count_limit`` of them (``lag_capped`` then
+    says so); ``lag_seconds`` is how long the oldest of them has been waiting. ``state`` is
+    what the runner last recorded, except that an active state whose lease nobody holds reads as
+    ``STOPPED`` (the runner died).
+    """
+
+    name: str
+    version: int
+    live_version: int | None
+    generation: int | None
+    checkpoint: int | None
+    head_position: int
+    lag_events: int
+    lag_capped: bool
+    lag_seconds: float
+    state: ProjectionState
+    running: bool
+    parked: int
+    last_error: str | None
+    last_error_at: datetime | None
+    building: BuildingStatus | None
+
+
+def events_after(
+    events: EventReader, checkpoint: int | None, event_filter: EventFilter, limit: int | None = None
+) -> Iterator[RecordedEvent]:
+    """The events passing ``event_filter`` after ``checkpoint``, at most ``limit`` of them.
+
+    Reads from the checkpoint itself and skips it: EventStoreDB accepts only positions where a
+    record sits, so ``checkpoint + 1`` must never be asked for.
+    """
+    if limit == 0:
+        return
+    extra = None if limit is None else limit + 1
+    found = 0
+    for event in events.read_all(from_position=checkpoint, filter=event_filter, limit=extra):
+        if checkpoint is not None and event.position <= checkpoint:
+            continue
+        yield event
+        found += 1
+        if limit is not None and found >= limit:
+            return
+
+
+def _first_pending(
+    projection: Projection, events: EventReader, checkpoint: int | None
+) -> RecordedEvent | None:
+    return next(events_after(events, checkpoint, projection.event_filter(), 1), None)
+
+
+def projection_status(
+    projection: Projection, events: EventReader, store: ReadModelStore, *, count_limit: int = 100_000
+) -> ProjectionStatus:
+    """The status of ``projection`` in ``store`` against ``events``."""
+    record = store.describe(projection.name)
+    live = record.live
+    checkpoint = None if live is None else live.checkpoint
+    head = events.head_position()
+    lag = sum(1 for _ in events_after(events, checkpoint, projection.event_filter(), count_limit + 1))
+    capped = lag > count_limit
+    pending = _first_pending(projection, events, checkpoint) if lag else None
+    lag_seconds = 0.0
+    if pending is not None:
+        lag_seconds = max(0.0, (datetime.now(UTC) - pending.recorded_at).total_seconds())
+    running = store.lease_held(projection.name, LeaseRole.RUN) or store.lease_held(
+        projection.name, LeaseRole.REBUILD
+    )
+    state = record.state
+    if state in _ACTIVE_STATES and not running:
+        state = ProjectionState.STOPPED
+    building = record.building
+    return ProjectionStatus(
+        name=projection.name,
+        version=projection.version,
+        live_version=None if live is None else live.version,
+        generation=None if live is None else live.number,
+        checkpoint=checkpoint,
+        head_position=head,
+        lag_events=min(lag, count_limit),
+        lag_capped=capped,
+        lag_seconds=lag_seconds,
+        state=state,
+        running=running,
+        parked=len(store.parked_events(projection.name)),
+        last_error=record.last_error,
+        last_error_at=record.last_error_at,
+        building=None
+        if building is None
+        else BuildingStatus(building.number, building.version, building.checkpoint, building.events_applied),
+    )
+
+
+def wait_for(
+    projection: Projection,
+    events: EventReader,
+    store: ReadModelStore,
+    position: int,
+    timeout: float = 5.0,
+    *,
+    poll_interval: float = 0.01,
+) -> None:
+    """Block until ``projection``'s live read model reflects every event up to ``position``.
+
+    Use it after a command for read-your-writes: pass the commit position the append returned.
+    It returns as soon as the checkpoint reaches ``position``, or when no event the projection
+    handles lies between its checkpoint and ``position`` (so an event it ignores is not waited
+    for). Raises :class:`~projections.errors.WaitTimeoutError` (a ``TimeoutError``) otherwise.
+    """
+    validate_position(position)
+    deadline = time.monotonic() + timeout
+    while True:
+        record = store.describe(projection.name)
+        checkpoint = None if record.live is None else record.live.checkpoint
+        if checkpoint is not None and checkpoint >= position:
+            return
+        if record.live is not None:
+            pending = _first_pending(projection, events, checkpoint)
+            if pending is None or pending.position > position:
+                return
+        if time.monotonic() >= deadline:
+            raise WaitTimeoutError(projection.name, position, checkpoint, timeout)
+        time.sleep(poll_interval)

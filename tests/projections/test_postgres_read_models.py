@@ -1,0 +1,28 @@
+"""The read model contracts against a real PostgreSQL server (one schema per test)."""
+
+import functools
+
+import pytest
+
+from eventsourcing_cqrs.testing.read_model_contracts import (
+    ProjectionRunnerContract,
+    ReadModelStoreContract,
+    ReadModelStoreFactory,
+)
+from projections.stores.postgres import PostgresReadModelStore
+
+pytestmark = pytest.mark.postgres
+
+
+class TestPostgresReadModelStore(ReadModelStoreContract):
+    PARAMETER = "%s"
+
+    @pytest.fixture
+    def read_model_store_factory(self, postgres_uri: str, postgres_schema: str) -> ReadModelStoreFactory:
+        return functools.partial(PostgresReadModelStore, postgres_uri, schema=postgres_schema)
+
+
+class TestProjectionRunnerOnPostgres(ProjectionRunnerContract):
+    @pytest.fixture
+    def read_model_store_factory(self, postgres_uri: str, postgres_schema: str) -> ReadModelStoreFactory:
+        return functools.partial(PostgresReadModelStore, postgres_uri, schema=postgres_schema)
