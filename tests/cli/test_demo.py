@@ -1,0 +1,34 @@
+"""``escqrs demo``: the bank end to end, on a fresh temporary store unless one is named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cli._helpers import escqrs, ok
+
+
+def test_demo_runs_the_bank_end_to_end_on_a_temporary_store_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    out = ok(escqrs("demo", cwd=tmp_path))
+
+    assert "(temporary)" in out
+    for section in ("1. Commands", "2. Projections", "3. Queries", "4. The audit trail of Account-ada"):
+        assert section in out
+    assert "OpenAccount(account_id=ada, owner=Ada Lovelace) by teller-1 → Account-ada v0" in out
+    assert "refused — Account 'ada' holds 905.00" in out
+    assert "delivered again: nothing written" in out
+    assert "└ MoneyDeposited" in out  # the trace shows the policy's deposit one level down
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_on_a_named_store_can_be_run_again(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'bank.db'}"
+    views = f"sqlite:///{tmp_path / 'views.db'}"
+    ok(escqrs("demo", "--store", store, "--read-models", views))
+    again = ok(escqrs("demo", env={"ESCQRS_STORE": store, "ESCQRS_READ_MODELS": views}))
+
+    assert "(temporary)" not in again
+    streams = json.loads(ok(escqrs("streams", "list", "--json", "--store", store)))
+    names = [s["stream"] for s in streams]
+    assert len(names) == 4
+    assert {"Account-ada", "Account-grace"} < set(names)

@@ -1,0 +1,100 @@
+"""Exit codes (0 ok, 1 failure, 2 usage), one-line errors, tracebacks only with --debug, and help."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli._helpers import Backend, escqrs
+from eventsourcing_cqrs.cli import app
+
+
+def test_a_failure_is_one_line_on_stderr_with_exit_code_1(backend: Backend) -> None:
+    result = escqrs("audit", "history", "Account-nobody", env=backend.env())
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: Stream 'Account-nobody' was not found."
+    assert result.stdout == ""
+
+
+def test_debug_adds_the_traceback(backend: Backend) -> None:
+    result = escqrs("audit", "state", "Account-nobody", "--debug", env=backend.env())
+    assert result.returncode == 1
+    assert "Traceback (most recent call last)" in result.stderr
+    assert result.stderr.rstrip().endswith("error: Account 'nobody' does not exist.")
+
+
+def test_a_missing_sqlite_file_is_reported_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.db"
+    result = escqrs("streams", "list", "--store", f"sqlite:///{missing}")
+    assert result.returncode == 1
+    assert "does not exist" in result.stderr
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["audit", "history", "Account-1"], "give --store URI or set ESCQRS_STORE"),
+        (
+            [
+                "audit",
+                "state",
+                "Account-1",
+                "--store",
+                "memory:",
+                "--at-version",
+                "1",
+                "--at-time",
+                "2024-01-01",
+            ],
+            "not both",
+        ),
+        (["audit", "export", "--store", "memory:"], "give a STREAM or --all"),
+        (["audit", "history", "Account-1", "--limit", "0", "--store", "memory:"], "--limit"),
+    ],
+)
+def test_usage_errors_exit_with_code_2(args: list[str], message: str) -> None:
+    result = escqrs(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+COMMANDS = [
+    [],
+    ["demo"],
+    ["streams"],
+    ["streams", "list"],
+    ["streams", "read"],
+    ["audit"],
+    ["audit", "history"],
+    ["audit", "state"],
+    ["audit", "diff"],
+    ["audit", "export"],
+    ["audit", "trace"],
+    ["projections"],
+    ["projections", "list"],
+    ["projections", "status"],
+    ["projections", "run"],
+    ["projections", "rebuild"],
+    ["projections", "parked"],
+    ["projections", "retry"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "escqrs")
+def test_every_command_has_help_with_an_example(command: list[str]) -> None:
+    # In-process through typer's runner: forty subprocesses would cost more than all else here.
+    result = CliRunner().invoke(app, [*command, "--help"], prog_name="escqrs", env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "Usage: escqrs" in result.output
+    assert "Examples" in result.output
+    assert "escqrs " + " ".join(command) in result.output
+
+
+def test_the_console_script_answers_help() -> None:
+    result = escqrs("--help")
+    assert result.returncode == 0
+    assert "audit" in result.stdout
+    assert "projections" in result.stdout
