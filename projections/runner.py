@@ -392,7 +392,8 @@ class ProjectionRunner:
                 building = self._store.create_generation(
                     self._name, self._projection.version, self._projection.tables, lease=lease
                 )
-            remaining = self._count_after(building.checkpoint)
+            # Counting reads the rest of $all once more: only worth it when someone watches.
+            remaining = self._count_after(building.checkpoint) if progress is not None else 0
             tracker = ProgressTracker(
                 self._name, building.number, building.events_applied, remaining, progress
             )
