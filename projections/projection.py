@@ -166,6 +166,10 @@ class Projection:
             raise ProjectionDefinitionError(self.name, f"{event_class.__name__} has no event_type")
         if self._decoding is not None and event_type not in self._decoding:
             self._decoding.register(event_class)
+        elif self._decoding is None and event_type not in self.event_registry():
+            raise ProjectionDefinitionError(
+                self.name, f"its registry cannot decode {event_type!r}; register {event_class.__name__} there"
+            )
 
         def dispatch(recorded: RecordedEvent, context: EventContext) -> None:
             event = context._registry.decode(recorded)

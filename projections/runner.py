@@ -171,6 +171,9 @@ class ProjectionRunner:
         under the ``STOP`` policy.
         """
         self._stop_requested = False
+        return self._run_marked(until_caught_up, install_signal_handlers)
+
+    def _run_marked(self, until_caught_up: bool, install_signal_handlers: bool) -> RunOutcome:
         self._running.set()
         with self._signals(install_signal_handlers):
             try:
@@ -188,7 +191,8 @@ class ProjectionRunner:
 
         def target() -> None:
             try:
-                self.run()
+                # Not run(): a stop() called right after start() must not be forgotten.
+                self._run_marked(until_caught_up=False, install_signal_handlers=False)
             except BaseException as exc:  # noqa: BLE001 - kept for join() to re-raise
                 self._error = exc
                 self._log.exception("projection.runner_crashed")

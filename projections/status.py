@@ -150,6 +150,9 @@ def wait_for(
     It returns as soon as the checkpoint reaches ``position``, or when no event the projection
     handles lies between its checkpoint and ``position`` (so an event it ignores is not waited
     for). Raises :class:`~projections.errors.WaitTimeoutError` (a ``TimeoutError``) otherwise.
+
+    While a version bump is being rebuilt, the live read model is the old version's and is not
+    updated (the new code cannot write it), so waiting for a new event times out until the switch.
     """
     validate_position(position)
     deadline = time.monotonic() + timeout

@@ -1,0 +1,137 @@
+"""The Projection base: what a definition must say, and what it gives the runner."""
+
+from __future__ import annotations
+
+import pytest
+
+from eventsourcing_cqrs.errors import CorruptEventError
+from eventsourcing_cqrs.serialization import EventRegistry
+from eventsourcing_cqrs.store.memory import InMemoryEventStore
+from eventsourcing_cqrs.store.port import NewEvent, RecordedEvent, StreamState
+from eventsourcing_cqrs.testing.read_model_contracts import Tally, append_tallied
+from examples.bank.events import AccountClosed, AccountOpened, MoneyDeposited
+from projections import (
+    Backoff,
+    EventContext,
+    Projection,
+    ProjectionFailedError,
+    ProjectionRunner,
+    RunOutcome,
+    TableSpec,
+)
+from projections.errors import InvalidNameError, ProjectionDefinitionError
+from projections.stores import InMemoryReadModelStore
+
+
+class Opened(Projection):
+    name = "opened"
+    tables = (TableSpec("owners"),)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on(AccountOpened, self.opened)
+
+    def opened(self, event: AccountOpened, context: EventContext) -> None:
+        context.table("owners").put(event.account_id, {"owner": event.owner})
+
+
+def test_the_handled_event_types_become_the_server_side_filter() -> None:
+    projection = Opened()
+    assert projection.event_types == ("AccountOpened",)
+    event_filter = projection.event_filter()
+    assert event_filter.matches("AccountOpened", "Account-1")
+    assert not event_filter.matches("AccountOpenedLater", "Account-1")
+    assert not event_filter.matches("MoneyDeposited", "Account-1")
+    assert projection.describe()["event_types"] == ["AccountOpened"]
+
+
+def test_a_projection_needs_a_valid_name_and_version() -> None:
+    class Nameless(Projection):
+        pass
+
+    class BadName(Opened):
+        name = "Bad Name"
+
+    class BadVersion(Opened):
+        version = 0
+
+    with pytest.raises(ProjectionDefinitionError, match="name"):
+        Nameless()
+    with pytest.raises(InvalidNameError):
+        BadName()
+    with pytest.raises(ProjectionDefinitionError, match="version"):
+        BadVersion()
+
+
+def test_two_handlers_for_one_event_type_are_refused() -> None:
+    projection = Opened()
+    with pytest.raises(ProjectionDefinitionError, match="two handlers for event type 'AccountOpened'"):
+        projection.on(AccountOpened, projection.opened)
+
+
+def test_a_projection_without_handlers_is_refused_when_used() -> None:
+    class Idle(Projection):
+        name = "idle"
+
+    with pytest.raises(ProjectionDefinitionError, match="at least one handler"):
+        Idle().event_filter()
+
+
+def test_a_given_registry_must_decode_every_handled_type() -> None:
+    class Partial(Projection):
+        name = "partial"
+        registry = EventRegistry([AccountOpened])
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.on(AccountClosed, self.closed)
+
+        def closed(self, event: AccountClosed, context: EventContext) -> None:
+            del event, context
+
+    with pytest.raises(ProjectionDefinitionError, match="AccountClosed"):
+        Partial()
+
+
+def test_an_event_that_does_not_decode_is_a_poison_event_naming_its_stream() -> None:
+    events = InMemoryEventStore()
+    store = InMemoryReadModelStore()
+
+    class Strict(Opened):
+        backoff = Backoff(max_attempts=1)
+
+    events.append(
+        "Account-9", [NewEvent("AccountOpened", b'{"account_id": 9}')], expected_version=StreamState.ANY
+    )
+    with pytest.raises(ProjectionFailedError, match="Account-9") as raised:
+        ProjectionRunner(Strict(), events, store).run(until_caught_up=True)
+    assert isinstance(raised.value.error, CorruptEventError)
+
+
+def test_on_recorded_hands_over_the_raw_event() -> None:
+    seen: list[RecordedEvent] = []
+
+    class Raw(Projection):
+        name = "raw"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.on_recorded("MoneyDeposited", lambda event, context: seen.append(event))
+
+    events = InMemoryEventStore()
+    append_tallied(events, "Account-1", 2, MoneyDeposited.event_type)
+    assert (
+        ProjectionRunner(Raw(), events, InMemoryReadModelStore()).run(until_caught_up=True)
+        is RunOutcome.CAUGHT_UP
+    )
+    assert [event.revision for event in seen] == [0, 1]
+
+
+def test_a_stop_right_after_start_is_not_lost() -> None:
+    events = InMemoryEventStore()
+    append_tallied(events, "Tally-1", 1)
+    runner = ProjectionRunner(Tally(), events, InMemoryReadModelStore())
+    runner.start()
+    runner.stop()
+    runner.join(10)
+    assert not runner.running
