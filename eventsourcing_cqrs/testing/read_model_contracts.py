@@ -481,6 +481,43 @@ class ReadModelStoreContract:
         record = store.describe("accounts_view")
         assert record.building is None
 
+    def test_a_query_that_began_before_a_switch_finishes_on_the_old_generation(
+        self, store: ReadModelStore, writer: Writer
+    ) -> None:
+        self._put(writer, {"old": {"owner": "ada"}})
+        rebuild_lease = store.lease("accounts_view", LeaseRole.REBUILD)
+        assert rebuild_lease.try_acquire()
+        building = store.create_generation("accounts_view", 2, _SPECS, lease=rebuild_lease)
+        seen: list[Any] = []
+        reading, go_on = threading.Event(), threading.Event()
+
+        def query() -> None:
+            with store.read("accounts_view") as view:
+                seen.append(view.table("accounts").get("old"))
+                reading.set()
+                go_on.wait(10)
+                seen.append(view.table("accounts").get("old"))
+
+        def switch() -> None:
+            store.switch_generation("accounts_view", building.number, lease=rebuild_lease)
+
+        reader, switcher = threading.Thread(target=query), threading.Thread(target=switch)
+        try:
+            reader.start()
+            assert reading.wait(10)
+            switcher.start()
+            time.sleep(0.2)  # the switch runs (or waits for the query, on PostgreSQL)
+            go_on.set()
+            reader.join(10)
+            switcher.join(10)
+        finally:
+            go_on.set()
+            rebuild_lease.release()
+        assert seen == [{"owner": "ada"}, {"owner": "ada"}]
+        with store.read("accounts_view") as view:
+            assert view.generation.number == building.number
+            assert view.table("accounts").get("old") is None
+
     def test_a_new_building_generation_replaces_an_abandoned_one(
         self, store: ReadModelStore, writer: Writer
     ) -> None:
