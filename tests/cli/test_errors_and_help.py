@@ -7,19 +7,19 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli._helpers import Backend, escqrs
+from cli._helpers import escqrs
 from eventsourcing_cqrs.cli import app
 
 
-def test_a_failure_is_one_line_on_stderr_with_exit_code_1(backend: Backend) -> None:
-    result = escqrs("audit", "history", "Account-nobody", env=backend.env())
+def test_a_failure_is_one_line_on_stderr_with_exit_code_1() -> None:
+    result = escqrs("audit", "history", "Account-nobody", "--store", "memory:")
     assert result.returncode == 1
     assert result.stderr.strip() == "error: Stream 'Account-nobody' was not found."
     assert result.stdout == ""
 
 
-def test_debug_adds_the_traceback(backend: Backend) -> None:
-    result = escqrs("audit", "state", "Account-nobody", "--debug", env=backend.env())
+def test_debug_adds_the_traceback() -> None:
+    result = escqrs("audit", "state", "Account-nobody", "--debug", "--store", "memory:")
     assert result.returncode == 1
     assert "Traceback (most recent call last)" in result.stderr
     assert result.stderr.rstrip().endswith("error: Account 'nobody' does not exist.")
@@ -52,7 +52,6 @@ def test_a_missing_sqlite_file_is_reported_not_created(tmp_path: Path) -> None:
             "not both",
         ),
         (["audit", "export", "--store", "memory:"], "give a STREAM or --all"),
-        (["audit", "history", "Account-1", "--limit", "0", "--store", "memory:"], "--limit"),
     ],
 )
 def test_usage_errors_exit_with_code_2(args: list[str], message: str) -> None:

@@ -1,0 +1,68 @@
+"""An application spec for the projection commands' tests: the bank, with one projection that can
+be made to fail (to park events) and to go slowly (to interrupt a rebuild).
+
+* ``CLI_POISON_MARKER``: while the file it names exists, opening an account for ``Poison`` fails.
+* ``CLI_SLOW_SECONDS``: every handled event takes this long.
+
+Loaded by the subprocesses as ``--app cli._app:app`` (``tests`` is on their ``PYTHONPATH``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import ClassVar
+
+from eventsourcing_cqrs.app import AppSpec
+from examples.bank.app import bank
+from examples.bank.events import AccountOpened, MoneyDeposited, MoneyWithdrawn, registry
+from projections import Backoff, EventContext, FailurePolicy, Projection, TableSpec
+
+__all__ = ["BALANCES", "Balances", "app"]
+
+#: The name of the test projection.
+BALANCES = "cli_balances"
+
+
+def _pause() -> None:
+    delay = float(os.environ.get("CLI_SLOW_SECONDS") or 0)
+    if delay:
+        time.sleep(delay)
+
+
+class Balances(Projection):
+    """Balance per account; parks what fails, after one attempt."""
+
+    name = BALANCES
+    version = 1
+    tables: ClassVar[tuple[TableSpec, ...]] = (TableSpec("balances", indexes=("owner",)),)
+    failure_policy = FailurePolicy.PARK
+    backoff = Backoff(max_attempts=1, base_delay=0)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on(AccountOpened, self.opened)
+        self.on(MoneyDeposited, self.moved)
+        self.on(MoneyWithdrawn, self.moved)
+
+    def opened(self, event: AccountOpened, context: EventContext) -> None:
+        _pause()
+        marker = os.environ.get("CLI_POISON_MARKER")
+        if event.owner == "Poison" and marker and Path(marker).exists():
+            raise RuntimeError(f"account {event.account_id} is poisoned")
+        context.table("balances").put(event.account_id, {"owner": event.owner, "balance": "0"})
+
+    def moved(self, event: MoneyDeposited | MoneyWithdrawn, context: EventContext) -> None:
+        _pause()
+        balances = context.table("balances")
+        if balances.get(event.account_id) is not None:
+            balances.update(event.account_id, {"balance": str(event.balance)})
+
+
+app = AppSpec(
+    name="cli-test",
+    registry=registry,
+    aggregates=bank.aggregates,
+    projections=(Balances,),
+)

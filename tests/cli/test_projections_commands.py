@@ -1,0 +1,182 @@
+"""``escqrs projections list | status | run | rebuild | parked | retry`` on SQLite and EventStoreDB.
+
+The tests use the test application ``cli._app:app`` (a projection that can be made to fail or
+to go slowly) and a fresh read model store each; the event store is the backend's shared one.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from cli._app import BALANCES, Balances
+from cli._helpers import Backend, escqrs, ok, start_escqrs
+from eventsourcing_cqrs.bus import CommandBus
+from eventsourcing_cqrs.store import connect
+from examples.bank import handlers
+from examples.bank.commands import Deposit, OpenAccount
+from projections.stores import connect as connect_read_models
+
+APP = "cli._app:app"
+
+
+@pytest.fixture(scope="module")
+def poisoned(backend: Backend) -> Backend:
+    """The backend's store with one more account, whose opening the projection can fail on."""
+    store = connect(backend.store)
+    try:
+        bus = CommandBus()
+        handlers.register(bus, handlers.account_repository(store))
+        poison = f"poison-{uuid.uuid4().hex[:8]}"
+        bus.dispatch(OpenAccount(account_id=poison, owner="Poison"))
+        bus.dispatch(Deposit(account_id=poison, amount=Decimal("10.00")))
+    finally:
+        store.close()
+    return backend
+
+
+def settings(backend: Backend, tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        "ESCQRS_STORE": backend.store,
+        "ESCQRS_READ_MODELS": f"sqlite:///{tmp_path / 'views.db'}",
+        "ESCQRS_APP": APP,
+        **extra,
+    }
+
+
+def handled_events(backend: Backend) -> int:
+    store = connect(backend.store)
+    try:
+        return sum(1 for _ in store.read_all(filter=Balances().event_filter()))
+    finally:
+        store.close()
+
+
+def wait_until(condition: str, check: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting until {condition}"
+        time.sleep(0.05)
+
+
+def test_list_names_each_projection_with_its_event_types() -> None:
+    (listed,) = json.loads(ok(escqrs("projections", "list", "--app", APP, "--json")))
+    assert (listed["name"], listed["version"]) == (BALANCES, 1)
+    assert listed["event_types"] == ["AccountOpened", "MoneyDeposited", "MoneyWithdrawn"]
+    table = ok(escqrs("projections", "list", "--app", APP))
+    assert BALANCES in table
+    assert "park" in table
+
+
+def test_run_parks_a_failing_event_status_and_parked_show_it_and_retry_applies_it(
+    poisoned: Backend, tmp_path: Path
+) -> None:
+    marker = tmp_path / "poison"
+    marker.touch()
+    env = settings(poisoned, tmp_path, CLI_POISON_MARKER=str(marker))
+
+    run = escqrs("projections", "run", "--until-caught-up", env=env)
+    assert "Catching up cli_balances" in run.stderr
+    assert BALANCES in ok(run)
+
+    (status,) = json.loads(ok(escqrs("projections", "status", "--json", env=env)))
+    assert (status["parked"], status["lag_events"], status["running"]) == (1, 0, False)
+    assert status["checkpoint"] == status["head_position"]
+
+    (parked,) = json.loads(ok(escqrs("projections", "parked", "--json", env=env)))
+    assert parked["type"] == "AccountOpened"
+    assert "poisoned" in parked["error"]
+
+    marker.unlink()
+    retried = json.loads(ok(escqrs("projections", "retry", BALANCES, "--json", env=env)))
+    assert (retried["retried"], retried["still_parked"]) == ([parked["position"]], [])
+    assert json.loads(ok(escqrs("projections", "parked", "--json", env=env))) == []
+
+
+def test_retry_without_parked_events_is_a_failure(poisoned: Backend, tmp_path: Path) -> None:
+    if poisoned.name != "sqlite":
+        pytest.skip("the answer comes from the read model store, whatever the event store")
+    env = settings(poisoned, tmp_path)
+    ok(escqrs("projections", "run", "--until-caught-up", env=env))
+    result = escqrs("projections", "retry", BALANCES, env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: Projection 'cli_balances' has no parked events."
+
+
+def test_rebuild_builds_a_new_generation_beside_the_live_one_and_switches(
+    poisoned: Backend, tmp_path: Path
+) -> None:
+    env = settings(poisoned, tmp_path)
+    ok(escqrs("projections", "run", "--until-caught-up", env=env))
+
+    rebuilt = escqrs("projections", "rebuild", BALANCES, "--json", env=env)
+    report = json.loads(ok(rebuilt))
+
+    assert (report["generation"], report["switched"], report["resumed"]) == (2, True, False)
+    assert report["events"] == handled_events(poisoned)
+    assert "events/s" in rebuilt.stderr  # the progress bar's rate column
+    (status,) = json.loads(ok(escqrs("projections", "status", "--json", env=env)))
+    assert (status["generation"], status["lag_events"]) == (2, 0)
+
+
+def test_run_in_the_foreground_stops_gracefully_on_ctrl_c(poisoned: Backend, tmp_path: Path) -> None:
+    env = settings(poisoned, tmp_path)
+    views = connect_read_models(env["ESCQRS_READ_MODELS"])
+    process = start_escqrs("projections", "run", env=env)
+    try:
+
+        def caught_up() -> bool:
+            live = views.describe(BALANCES).live
+            return live is not None and live.events_applied == handled_events(poisoned)
+
+        wait_until("the runner has caught up", caught_up)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        views.close()
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert "Press Ctrl-C to stop" in stderr
+    assert "Stopped: every batch in flight was committed." in stderr
+    assert BALANCES in stdout
+    assert "0 events" in stdout  # the status table: no lag
+
+
+def test_an_interrupted_rebuild_resumes_where_it_stopped(poisoned: Backend, tmp_path: Path) -> None:
+    if poisoned.name != "sqlite":
+        pytest.skip("interrupting is the command's business, the same on every event store")
+    env = settings(poisoned, tmp_path)
+    total = handled_events(poisoned)
+    views = connect_read_models(env["ESCQRS_READ_MODELS"])
+    slow = {**env, "CLI_SLOW_SECONDS": "0.3"}
+    process = start_escqrs("projections", "rebuild", BALANCES, "--batch-size", "1", env=slow)
+    try:
+
+        def started() -> bool:
+            building = views.describe(BALANCES).building
+            return building is not None and building.events_applied >= 1
+
+        wait_until("the rebuild has committed a batch", started)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    finally:
+        views.close()
+    assert process.returncode == 1, stderr
+    assert stderr.rstrip().endswith(
+        "error: The rebuild of 'cli_balances' was interrupted; run the same command again to resume it."
+    )
+
+    report = json.loads(ok(escqrs("projections", "rebuild", BALANCES, "--json", env=env)))
+    assert report["resumed"] is True
+    assert 0 < report["events"] < total
