@@ -16,6 +16,9 @@ What it guarantees:
   checkpoint stays before the event) or parks the event and goes on (policy ``PARK``).
   Parked events are listed by :meth:`ReadModelStore.parked_events` and retried with
   :meth:`ProjectionRunner.retry_parked` (or ``store.request_retry`` from another process).
+* **Outages.** A read model store that is unavailable or locked is retried with backoff,
+  resuming from the last committed checkpoint; a runner whose lease was taken over goes back
+  to waiting for it.
 * **Graceful stop.** :meth:`ProjectionRunner.stop`, SIGTERM or Ctrl-C (with
   ``install_signal_handlers=True``) let the current batch commit, then the runner returns.
 * **Blue/green rebuilds.** When the live read model was built by an older ``version`` of the
@@ -107,7 +110,22 @@ class ProjectionRunner:
     """Runs one :class:`~projections.projection.Projection` against an event store and a read model store.
 
     ``run()`` blocks (in the calling thread); ``start()`` runs it in a daemon thread. Every
-    keyword argument has a default that suits a service; tests shorten the delays.
+    keyword argument has a default that suits a service; tests shorten the delays:
+
+    ``batch_size``, ``batch_delay``
+        A batch commits when it holds ``batch_size`` events or ``batch_delay`` seconds after
+        its first one, whichever comes first (and whenever the subscription catches up).
+    ``backoff``, ``failure_policy``
+        Override the projection's own retry schedule and policy for failing events.
+    ``lease_poll_interval``
+        How often a runner waiting for the lease tries again, in seconds.
+    ``retry_check_interval``
+        How often an idle runner looks for parked events whose retry was requested.
+    ``checkpoint_interval``
+        How many filtered-out events the subscription may skip before it reports a checkpoint.
+    ``store_backoff``
+        How a read model store that is unavailable or locked is retried before the runner
+        gives up (by default 10 attempts, from 0.5 s apart doubling to 30 s).
     """
 
     def __init__(
@@ -123,6 +141,7 @@ class ProjectionRunner:
         lease_poll_interval: float = 0.5,
         retry_check_interval: float = 1.0,
         checkpoint_interval: int = 500,
+        store_backoff: Backoff | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}.")
@@ -140,6 +159,8 @@ class ProjectionRunner:
         self._lease_poll_interval = lease_poll_interval
         self._retry_check_interval = retry_check_interval
         self._checkpoint_interval = checkpoint_interval
+        self._store_backoff = store_backoff or Backoff(max_attempts=10, base_delay=0.5, max_delay=30.0)
+        self._store_failures = 0
         # A plain flag, so that a signal handler may set it without taking any lock.
         self._stop_requested = False
         self._thread: threading.Thread | None = None
@@ -313,35 +334,32 @@ class ProjectionRunner:
     def _run(self, *, until_caught_up: bool) -> RunOutcome:
         lease = self._store.lease(self._name, LeaseRole.RUN)
         failed = False
+        self._store_failures = 0
         try:
-            if not self._acquire(lease):
-                return RunOutcome.STOPPED
             while not self._stop_requested:
-                record = self._store.describe(self._name)
-                live = record.live
-                self._check_version(live)
-                if live is not None and live.version < self._projection.version:
-                    self._log.info(
-                        "projection.version_changed",
-                        live_version=live.version,
-                        version=self._projection.version,
-                    )
-                    report = self._build(None)
-                    if report is None or not report.switched:
+                try:
+                    if not lease.held and not self._acquire(lease):
                         return RunOutcome.STOPPED
-                    continue
-                if live is None:
-                    live = self._store.create_generation(
-                        self._name, self._projection.version, self._projection.tables, lease=lease
+                    return self._run_leased(lease, until_caught_up=until_caught_up)
+                except LeaseLostError as exc:
+                    # Another runner took over (ours was presumed dead): stand by again.
+                    self._log.warning("projection.lease_lost", error=_describe_error(exc))
+                    lease.release()
+                except (ReadModelStoreUnavailableError, ReadModelStoreLockedError) as exc:
+                    self._store_failures += 1
+                    if self._store_failures >= self._store_backoff.max_attempts:
+                        raise
+                    delay = self._store_backoff.delay(self._store_failures)
+                    self._log.warning(
+                        "projection.store_unavailable",
+                        attempt=self._store_failures,
+                        retry_in=delay,
+                        error=_describe_error(exc),
                     )
-                outcome = self._follow(live, lease, stop_when_caught_up=until_caught_up)
-                if outcome is _Follow.GENERATION_CHANGED:
-                    self._log.info("projection.generation_changed", generation=live.number)
-                    continue
-                return RunOutcome.CAUGHT_UP if outcome is _Follow.CAUGHT_UP else RunOutcome.STOPPED
+                    self._sleep(delay)
             return RunOutcome.STOPPED
-        except (LeaseLostError, ProjectionVersionError):
-            # The projection now belongs to another runner: leave its state alone.
+        except ProjectionVersionError:
+            # A newer version owns the read model: leave its state alone.
             failed = True
             raise
         except ProjectionError as exc:
@@ -354,6 +372,30 @@ class ProjectionRunner:
                     self._record_state(ProjectionState.STOPPED)
                 lease.release()
             self._log.info("projection.runner_stopped")
+
+    def _run_leased(self, lease: Lease, *, until_caught_up: bool) -> RunOutcome:
+        while not self._stop_requested:
+            record = self._store.describe(self._name)
+            live = record.live
+            self._check_version(live)
+            if live is not None and live.version < self._projection.version:
+                self._log.info(
+                    "projection.version_changed", live_version=live.version, version=self._projection.version
+                )
+                report = self._build(None)
+                if report is None or not report.switched:
+                    return RunOutcome.STOPPED
+                continue
+            if live is None:
+                live = self._store.create_generation(
+                    self._name, self._projection.version, self._projection.tables, lease=lease
+                )
+            outcome = self._follow(live, lease, stop_when_caught_up=until_caught_up)
+            if outcome is _Follow.GENERATION_CHANGED:
+                self._log.info("projection.generation_changed", generation=live.number)
+                continue
+            return RunOutcome.CAUGHT_UP if outcome is _Follow.CAUGHT_UP else RunOutcome.STOPPED
+        return RunOutcome.STOPPED
 
     def _check_version(self, live: Generation | None) -> None:
         if live is not None and live.version > self._projection.version:
@@ -532,6 +574,7 @@ class ProjectionRunner:
             if rest or position > bad.position:
                 applied += self._commit(generation, lease, rest, position)
             return applied
+        self._store_failures = 0
         if events:
             self._log.debug(
                 "projection.batch_committed",

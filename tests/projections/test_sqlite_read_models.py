@@ -1,15 +1,23 @@
 """The read model contracts against a SQLite file."""
 
 import functools
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
+from eventsourcing_cqrs.store.memory import InMemoryEventStore
 from eventsourcing_cqrs.testing.read_model_contracts import (
     ProjectionRunnerContract,
     ReadModelStoreContract,
     ReadModelStoreFactory,
+    Tally,
+    append_tallied,
 )
+from projections import Backoff, ProjectionRunner
+from projections.errors import ReadModelStoreLockedError
 from projections.stores.sqlite import SQLiteReadModelStore
 
 
@@ -23,3 +31,55 @@ class TestProjectionRunnerOnSQLite(ProjectionRunnerContract):
     @pytest.fixture
     def read_model_store_factory(self, tmp_path: Path) -> ReadModelStoreFactory:
         return functools.partial(SQLiteReadModelStore, tmp_path / "views.db", durable=False)
+
+
+def _locked(path: Path) -> sqlite3.Connection:
+    """Another connection holding the database's write lock."""
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    return blocker
+
+
+def test_a_locked_read_model_database_is_retried_until_it_frees_up(tmp_path: Path) -> None:
+    events = InMemoryEventStore()
+    store = SQLiteReadModelStore(tmp_path / "views.db", busy_timeout=0.02)
+    runner = ProjectionRunner(
+        Tally(),
+        events,
+        store,
+        batch_delay=0.01,
+        store_backoff=Backoff(max_attempts=1000, base_delay=0.01, max_delay=0.02),
+    )
+    runner.run(until_caught_up=True)
+    blocker = _locked(tmp_path / "views.db")
+    with capture_logs() as logs:
+        runner.start()
+        position = append_tallied(events, "Tally-1", 3)
+        deadline = time.monotonic() + 10
+        while not any(entry["event"] == "projection.store_unavailable" for entry in logs):
+            assert time.monotonic() < deadline, "the runner never met the lock"
+            time.sleep(0.01)
+        blocker.execute("COMMIT")
+        blocker.close()
+        runner.wait_for(position, timeout=10)
+        runner.stop()
+        runner.join(10)
+    with store.read("tally") as view:
+        assert view.table("streams").get("Tally-1") == {"count": 3, "last_revision": 2, "version": 1}
+    store.close()
+
+
+def test_a_read_model_database_locked_for_too_long_stops_the_runner(tmp_path: Path) -> None:
+    events = InMemoryEventStore()
+    store = SQLiteReadModelStore(tmp_path / "views.db", busy_timeout=0.01)
+    append_tallied(events, "Tally-1", 1)
+    blocker = _locked(tmp_path / "views.db")
+    try:
+        runner = ProjectionRunner(
+            Tally(), events, store, store_backoff=Backoff(max_attempts=3, base_delay=0.01)
+        )
+        with pytest.raises(ReadModelStoreLockedError, match=r"views\.db"):
+            runner.run(until_caught_up=True)
+    finally:
+        blocker.close()
+        store.close()
