@@ -1,7 +1,8 @@
 """The bank as the ``escqrs`` command sees it: ``escqrs --app examples.bank.app:bank ...``.
 
 It names the bank's event registry, its one aggregate (``Account``, stream category
-``Account``) and its projections, and gives ``escqrs demo`` the bank's demo.
+``Account``) and its projections (:mod:`examples.bank.read_models`), and gives ``escqrs demo``
+the bank's demo.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from eventsourcing_cqrs.app import AggregateSpec, AppSpec
 from examples.bank import demo
 from examples.bank.account import Account
 from examples.bank.events import registry
+from examples.bank.read_models import AccountDetail, AccountList, DailyTransactions
 
 __all__ = ["bank"]
 
@@ -19,6 +21,6 @@ bank = AppSpec(
     description="A small bank: open an account, deposit, withdraw (never below zero), close.",
     registry=registry,
     aggregates=(AggregateSpec(Account, registry, snapshot_every=100),),
-    projections=(),
+    projections=(AccountList, AccountDetail, DailyTransactions),
     demo=demo.run,
 )

@@ -20,8 +20,11 @@ from eventsourcing_cqrs.audit import AuditTrail
 from eventsourcing_cqrs.bus import CommandBus, QueryBus
 from eventsourcing_cqrs.errors import DomainError
 from eventsourcing_cqrs.messages import Command
-from examples.bank import handlers, queries
+from examples.bank import handlers, read_models
 from examples.bank.commands import CloseAccount, Deposit, OpenAccount, Withdraw
+from examples.bank.queries import ListAccounts
+from examples.bank.read_models import AccountList
+from projections import ProjectionRunner, projection_status, rebuild
 
 __all__ = ["run"]
 
@@ -92,26 +95,49 @@ def run(context: DemoContext) -> None:
 
     context.heading("2. Projections follow $all into the read model store")
     built = context.app.build_projections()
-    if built:
-        from projections import ProjectionRunner, projection_status  # noqa: PLC0415 - read side
+    for projection in built:
+        ProjectionRunner(projection, events, context.read_models).run(until_caught_up=True)
+    context.projection_status([projection_status(p, events, context.read_models) for p in built])
+    # A rebuild builds a new generation beside the live one, which keeps serving, then switches.
+    report = rebuild(AccountList(), events, context.read_models)
+    if report is not None:
+        console.print(
+            f"  rebuilt [cyan]{report.projection}[/cyan] blue/green: generation {report.generation} "
+            f"is live after {report.events} events"
+        )
 
-        for projection in built:
-            ProjectionRunner(projection, events, context.read_models).run(until_caught_up=True)
-        context.projection_status([projection_status(p, events, context.read_models) for p in built])
-    else:
-        console.print("  (the application declares no projections)")
-
-    context.heading("3. Queries are answered from the read side, never from aggregates")
-    summaries = queries.AccountSummaries()
-    summaries.catch_up(events)
+    context.heading("3. Queries are answered from the read models, never from aggregates")
     query_bus = QueryBus()
-    queries.register(query_bus, summaries)
+    read_models.register(query_bus, context.read_models)
     table = Table(title="ListAccounts()", title_justify="left", header_style="bold")
     for column in ("account", "owner", "balance", "closed"):
         table.add_column(column, justify="right" if column == "balance" else "left")
-    for row in query_bus.ask(queries.ListAccounts()):
+    for row in query_bus.ask(ListAccounts()):
         table.add_row(row.account_id, row.owner, str(row.balance), "yes" if row.closed else "no")
     console.print(table)
+    detail = query_bus.ask(read_models.GetAccountDetail(account_id=ada, movements=3))
+    if detail is not None:
+        statement = Table(header_style="bold")
+        for column in ("rev", "kind", "amount", "balance"):
+            statement.add_column(column, justify="left" if column == "kind" else "right")
+        for movement in detail.movements:
+            statement.add_row(
+                str(movement.revision), movement.kind, str(movement.amount), str(movement.balance)
+            )
+        console.print()
+        # A heading line, not a title: a table's title wraps at the (narrow) table's width.
+        console.print(f"[italic]GetAccountDetail(account_id={ada!r}, movements=3)[/italic]")
+        console.print(statement)
+        console.print(
+            f"  in {detail.deposited}, out {detail.withdrawn}, {detail.movement_count} movements, "
+            f"balance {detail.balance}"
+        )
+    for day in query_bus.ask(read_models.ListDailyReports(days=1)):
+        console.print(
+            f"  ListDailyReports: {day.day}: {day.accounts_opened} opened, {day.accounts_closed} closed, "
+            f"{day.deposits} deposits ({day.deposited}), {day.withdrawals} withdrawals ({day.withdrawn}), "
+            f"net {day.net}"
+        )
 
     context.heading(f"4. The audit trail of Account-{ada}")
     audit = AuditTrail(events, context.app.aggregates)

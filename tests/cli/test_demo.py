@@ -18,6 +18,8 @@ def test_demo_runs_the_bank_end_to_end_on_a_temporary_store_and_leaves_nothing_b
     assert "OpenAccount(account_id=ada, owner=Ada Lovelace) by teller-1 → Account-ada v0" in out
     assert "refused — Account 'ada' holds 905.00" in out
     assert "delivered again: nothing written" in out
+    assert "account_list blue/green: generation 2 is live" in out
+    assert "in 1205.00, out 300.00, 3 movements, balance 905.00" in out  # from the read models
     assert "└ MoneyDeposited" in out  # the trace shows the policy's deposit one level down
     assert list(tmp_path.iterdir()) == []
 
