@@ -19,6 +19,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -181,7 +182,17 @@ class _Connections:
             setattr(self._local, kind, connection)
             with self._lock:
                 self._all.append(connection)
+            # A thread that ends takes its connection with it (no leak under thread-per-request).
+            weakref.finalize(threading.current_thread(), self._forget, connection)
         return connection
+
+    def _forget(self, connection: sqlite3.Connection) -> None:
+        with self._lock:
+            if connection not in self._all:
+                return
+            self._all.remove(connection)
+        with contextlib.suppress(sqlite3.Error):
+            connection.close()
 
     def close(self) -> None:
         with self._lock:
