@@ -20,6 +20,7 @@ the one place in ``eventsourcing_cqrs`` that imports the read side (``projection
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from typing import Annotated
@@ -79,6 +80,12 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging()
     try:
         app(args=argv, prog_name="escqrs")
+    except BrokenPipeError:
+        # The reader went away (``escqrs audit export --all | head``): not an error of ours.
+        # Point stdout at devnull so that the interpreter's final flush does not complain.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)
     except Exception as exc:  # noqa: BLE001 - the one place every failure becomes one line
         if settings.debug:
             traceback.print_exception(exc, file=sys.stderr)

@@ -44,6 +44,7 @@ __all__ = [
     "open_app",
     "out_console",
     "read_model_store",
+    "redacted",
     "settings",
 ]
 
@@ -252,6 +253,15 @@ def open_app(reference: str) -> AppSpec:
         # As uvicorn and gunicorn do: an application module beside the user is importable.
         sys.path.insert(0, cwd)
     return load_app(reference)
+
+
+def redacted(uri: str) -> str:
+    """``uri`` fit to print: a password in it is replaced by ``***``."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
 
 
 def error_line(exc: BaseException) -> str:

@@ -24,6 +24,7 @@ from eventsourcing_cqrs._cli._common import (
     open_app,
     out_console,
     read_model_store,
+    redacted,
 )
 from eventsourcing_cqrs._cli._render import diff_tables, history_table, print_all, state_table, trace_table
 from eventsourcing_cqrs.app import AppSpec
@@ -96,8 +97,9 @@ def demo(
         console = out_console()
         kept = "" if store else " (temporary)"
         console.print(f"[bold]{markup(spec.name)}[/bold]: {markup(spec.description)}")
-        console.print(f"[dim]event store {markup(store_uri)}{kept}[/dim]")
-        console.print(f"[dim]read models {markup(views_uri)}{'' if read_models else ' (temporary)'}[/dim]")
+        console.print(f"[dim]event store {markup(redacted(store_uri))}{kept}[/dim]")
+        views_kept = "" if read_models else " (temporary)"
+        console.print(f"[dim]read models {markup(redacted(views_uri))}{views_kept}[/dim]")
         with (
             event_store(store_uri, must_exist=False) as events,
             read_model_store(views_uri, must_exist=False) as views,

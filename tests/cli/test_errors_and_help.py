@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli._helpers import escqrs
+from eventsourcing_cqrs._cli._common import redacted
 from eventsourcing_cqrs.cli import app
 
 
@@ -97,3 +98,16 @@ def test_the_console_script_answers_help() -> None:
     assert result.returncode == 0
     assert "audit" in result.stdout
     assert "projections" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("esdb://admin:changeit@db1:2113?Tls=true", "esdb://admin:***@db1:2113?Tls=true"),
+        ("postgresql://app:s3cret@pg/views", "postgresql://app:***@pg/views"),
+        ("postgresql://app@pg/views", "postgresql://app@pg/views"),
+        ("sqlite:///events.db", "sqlite:///events.db"),
+    ],
+)
+def test_store_uris_are_printed_without_their_passwords(uri: str, shown: str) -> None:
+    assert redacted(uri) == shown
