@@ -56,6 +56,7 @@ from eventsourcing_cqrs.store.port import (
     NewEvent,
     RecordedEvent,
     StreamName,
+    StreamState,
     validate_events,
     validate_expected_version,
     validate_limit,
@@ -96,22 +97,41 @@ CREATE TABLE IF NOT EXISTS streams (
 
 _COLUMNS = "position, stream, revision, id, type, data, metadata, content_type, recorded_at"
 
+_INSERT = (
+    "INSERT INTO events (stream, revision, id, type, data, metadata, content_type, recorded_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
 _Row = tuple[int, str, int, bytes, str, bytes, bytes, str, int]
 
 
 def _to_event(row: _Row) -> RecordedEvent:
+    # Once per event read (replay, catch-up): positional arguments in RecordedEvent's field
+    # order, and UUID(int=...), which skips the argument checks of UUID(bytes=...).
     position, stream, revision, event_id, type_, data, metadata, content_type, micros = row
     return RecordedEvent(
-        id=uuid.UUID(bytes=event_id),
-        type=type_,
-        data=data,
-        metadata=metadata,
-        stream=stream,
-        revision=revision,
-        position=position,
-        recorded_at=datetime.fromtimestamp(micros / 1_000_000, UTC),
-        content_type=content_type,
+        uuid.UUID(int=int.from_bytes(event_id)),
+        type_,
+        data,
+        metadata,
+        stream,
+        revision,
+        position,
+        datetime.fromtimestamp(micros / 1_000_000, UTC),
+        content_type,
     )
+
+
+def _may_be_repeated(expected: ExpectedVersion, last_revision: int) -> bool:
+    """Whether :func:`decide` may look for the appended ids among the stream's events.
+
+    It does for a retried append (expected ``ANY``, ``STREAM_EXISTS``, ``NO_STREAM`` or a
+    revision behind the stream's end); an append expected exactly at the end is a plain write,
+    so the usual command path skips that query.
+    """
+    if last_revision < 0:
+        return False
+    return isinstance(expected, StreamState) or expected < last_revision
 
 
 class SQLiteEventStore:
@@ -274,7 +294,7 @@ class SQLiteEventStore:
         with self._write(f"append to {name!r}") as connection:
             info, _ = self._stream_info(connection, name)
             existing: dict[uuid.UUID, tuple[int, int]] = {}
-            if info.last_revision >= 0 and ids:
+            if ids and _may_be_repeated(expected, info.last_revision):
                 marks = ",".join("?" * len(ids))
                 for event_id, revision, position in connection.execute(
                     f"SELECT id, revision, position FROM events WHERE id IN ({marks}) AND stream = ?",
@@ -319,12 +339,12 @@ class SQLiteEventStore:
     def _insert(connection: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int | None:
         if not rows:
             return None
-        connection.executemany(
-            "INSERT INTO events (stream, revision, id, type, data, metadata, content_type, recorded_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        (position,) = connection.execute("SELECT max(position) FROM events").fetchone()
+        if len(rows) == 1:  # the usual command: one event, whose rowid is its position
+            position = connection.execute(_INSERT, rows[0]).lastrowid
+        else:
+            connection.executemany(_INSERT, rows)
+            (position,) = connection.execute("SELECT max(position) FROM events").fetchone()
+        assert position is not None
         return int(position)
 
     @staticmethod
