@@ -240,7 +240,9 @@ class EventRegistry:
         current = event_class.schema_version
         if stored_version == current:
             try:
-                return event_class.model_validate_json(recorded.data)
+                # What model_validate_json calls, without its wrapper: a third of the cost of
+                # validating a small event, paid once per replayed or projected event.
+                return event_class.__pydantic_validator__.validate_json(recorded.data)  # type: ignore[no-any-return]
             except ValidationError as exc:
                 raise self._corrupt(recorded, f"its payload does not validate: {_summarise(exc)}") from None
         return self._upcast(recorded, event_class, stored_version)
