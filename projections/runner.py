@@ -16,7 +16,7 @@ What it guarantees:
   checkpoint stays before the event) or parks the event and goes on (policy ``PARK``).
   Parked events are listed by :meth:`ReadModelStore.parked_events` and retried with
   :meth:`ProjectionRunner.retry_parked` (or ``store.request_retry`` from another process).
-* **Outages.** A read model store that is unavailable or locked is retried with backoff,
+* **Outages.** An event store or read model store that is unavailable or locked is retried with backoff,
   resuming from the last committed checkpoint; a runner whose lease was taken over goes back
   to waiting for it.
 * **Graceful stop.** :meth:`ProjectionRunner.stop`, SIGTERM or Ctrl-C (with
@@ -41,6 +41,11 @@ from types import FrameType
 
 import structlog
 
+from eventsourcing_cqrs.errors import (
+    EventStoreLockedError,
+    EventStoreTimeoutError,
+    EventStoreUnavailableError,
+)
 from eventsourcing_cqrs.store.port import CaughtUp, Checkpoint, EventFilter, EventReader, RecordedEvent
 from projections._progress import ProgressCallback, ProgressTracker, RebuildReport
 from projections.errors import (
@@ -59,6 +64,15 @@ from projections.stores.port import Generation, Lease, LeaseRole, ProjectionStat
 __all__ = ["ProjectionRunner", "RunOutcome"]
 
 logger = structlog.get_logger(__name__)
+
+#: Failures of the stores themselves, retried with the runner's ``store_backoff``.
+_OUTAGES = (
+    ReadModelStoreUnavailableError,
+    ReadModelStoreLockedError,
+    EventStoreUnavailableError,
+    EventStoreTimeoutError,
+    EventStoreLockedError,
+)
 
 #: Store errors that say nothing about the event: they stop the runner instead of parking.
 _INFRASTRUCTURE_ERRORS = (ReadModelStoreUnavailableError, ReadModelStoreLockedError, GenerationChangedError)
@@ -345,7 +359,7 @@ class ProjectionRunner:
                     # Another runner took over (ours was presumed dead): stand by again.
                     self._log.warning("projection.lease_lost", error=_describe_error(exc))
                     lease.release()
-                except (ReadModelStoreUnavailableError, ReadModelStoreLockedError) as exc:
+                except _OUTAGES as exc:
                     self._store_failures += 1
                     if self._store_failures >= self._store_backoff.max_attempts:
                         raise
@@ -362,7 +376,7 @@ class ProjectionRunner:
             # A newer version owns the read model: leave its state alone.
             failed = True
             raise
-        except ProjectionError as exc:
+        except Exception as exc:
             failed = True
             self._record_state(ProjectionState.FAILED, error=_describe_error(exc))
             raise
