@@ -543,6 +543,8 @@ class ProjectionRunner:
                             if batch.deadline is None:
                                 batch.deadline = time.monotonic() + self._batch_delay
                     elif isinstance(item, CaughtUp):
+                        if item.position is not None and (committed is None or item.position > committed):
+                            batch.position = max(batch.position or 0, item.position)
                         flush()
                         if not caught_up:
                             caught_up = True

@@ -621,6 +621,10 @@ class ReadModelStoreContract:
 class ProjectionRunnerContract:
     """The runner's promises, on one read model store. See the module docstring."""
 
+    #: Whether the event store reports a checkpoint past trailing filtered-out events when a
+    #: subscription catches up (EventStoreDB only sends them every so many records).
+    CHECKPOINT_AT_CATCH_UP: ClassVar[bool] = True
+
     @pytest.fixture
     def read_model_store_factory(self) -> ReadModelStoreFactory:
         raise NotImplementedError("subclasses provide read_model_store_factory")
@@ -685,8 +689,12 @@ class ProjectionRunnerContract:
         assert self.counts(store) == {stream: 2}
         live = store.describe("tally").live
         assert live is not None
-        assert live.checkpoint == last
         assert live.events_applied == 2
+        assert live.checkpoint is not None
+        if self.CHECKPOINT_AT_CATCH_UP:
+            assert live.checkpoint == last
+        else:
+            assert live.checkpoint < last
 
     def test_a_new_runner_resumes_from_the_checkpoint(
         self, event_store: EventStore, store: ReadModelStore, event_type: str
@@ -924,7 +932,10 @@ class ProjectionRunnerContract:
         assert report.generation != live.number
         assert report.events == 30
         assert set(served) == {live.number}
-        assert sorted({p.done for p in progress}) == [7, 14, 21, 28, 30]
+        done = [p.done for p in progress]
+        assert done == sorted(done)
+        assert done[-1] == 30
+        assert all(later - earlier <= 7 for earlier, later in zip([0, *done], done, strict=False))
         assert all(p.total == 30 for p in progress)
         assert progress[-1].fraction == 1.0
         assert progress[-1].rate > 0
@@ -973,13 +984,14 @@ class ProjectionRunnerContract:
         )
         building = store.describe("tally").building
         assert building is not None
-        assert building.events_applied == 5
+        first = building.events_applied
+        assert 0 < first <= 5
         progress: list[Progress] = []
         report = rebuild(Tally(event_type), event_store, store, progress=progress.append, batch_size=5)
         assert report is not None
         assert report.resumed
-        assert (report.generation, report.events) == (building.number, 15)
-        assert progress[0].done == 10
+        assert (report.generation, report.events) == (building.number, 20 - first)
+        assert progress[0].done > first
         assert progress[-1].done == progress[-1].total == 20
         assert read_model_snapshot(store, "tally", ("streams", "applied")) == before
 
