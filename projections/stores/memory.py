@@ -267,7 +267,10 @@ class _MemoryTransaction(BufferedUnitOfWork):
 
 
 class InMemoryReadModelStore:
-    """The read model store port over Python dictionaries."""
+    """The read model store port over Python dictionaries.
+
+    Its methods are those of :class:`~projections.stores.port.ReadModelStore`, documented there.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.RLock()

@@ -386,7 +386,8 @@ class PostgresReadModelStore:
     """The read model store port over one PostgreSQL schema.
 
     ``conninfo`` is a libpq connection string or URI (``postgresql://user@host/db``); the
-    password, if any, comes from it or from the environment and is never logged.
+    password, if any, comes from it or from the environment and is never logged. Its methods are
+    those of :class:`~projections.stores.port.ReadModelStore`, documented there.
     """
 
     def __init__(

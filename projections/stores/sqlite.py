@@ -396,7 +396,10 @@ class _SQLiteTransaction(BufferedUnitOfWork):
 
 
 class SQLiteReadModelStore:
-    """The read model store port over one SQLite file (WAL mode, shareable between processes)."""
+    """The read model store port over one SQLite file (WAL mode, shareable between processes).
+
+    Its methods are those of :class:`~projections.stores.port.ReadModelStore`, documented there.
+    """
 
     def __init__(
         self, path: str | os.PathLike[str], *, durable: bool = True, busy_timeout: float = 30.0
