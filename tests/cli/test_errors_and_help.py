@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from typer.testing import CliRunner
 
 from cli._helpers import escqrs
-from eventsourcing_cqrs._cli._common import redacted
+from eventsourcing_cqrs._cli._common import redacted, settings
 from eventsourcing_cqrs.cli import app
 
 
@@ -83,6 +86,24 @@ COMMANDS = [
 ]
 
 
+@pytest.fixture
+def in_process_cli() -> Iterator[None]:
+    """Run the command in this process, then undo the logging set-up it does (as a CLI should),
+    so that later tests see structlog and logging as they were."""
+    structlog_config = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    switches = (settings.debug, settings.verbose)
+    try:
+        yield
+    finally:
+        structlog.configure(**structlog_config)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        settings.debug, settings.verbose = switches
+
+
+@pytest.mark.usefixtures("in_process_cli")
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "escqrs")
 def test_every_command_has_help_with_an_example(command: list[str]) -> None:
     # In-process through typer's runner: forty subprocesses would cost more than all else here.
