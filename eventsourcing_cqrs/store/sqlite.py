@@ -23,7 +23,7 @@ import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -104,6 +104,9 @@ _INSERT = (
 
 _Row = tuple[int, str, int, bytes, str, bytes, bytes, str, int]
 
+#: How many event types a reader's filter remembers its verdict for (see :func:`_matcher`).
+_MAX_REMEMBERED_TYPES = 10_000
+
 
 def _to_event(row: _Row) -> RecordedEvent:
     # Once per event read (replay, catch-up): positional arguments in RecordedEvent's field
@@ -120,6 +123,27 @@ def _to_event(row: _Row) -> RecordedEvent:
         datetime.fromtimestamp(micros / 1_000_000, UTC),
         content_type,
     )
+
+
+def _matcher(predicate: EventFilter) -> Callable[[str, str], bool]:
+    """``predicate.matches``, remembered per event type when only the type decides.
+
+    A filter on event types (a projection's) then costs one dict lookup per record read
+    instead of a regex search. Stream-name filters are asked each time.
+    """
+    if predicate.by != "event_type":
+        return predicate.matches
+    known: dict[str, bool] = {}
+
+    def matches(event_type: str, stream: str) -> bool:
+        found = known.get(event_type)
+        if found is None:
+            found = predicate.matches(event_type, stream)
+            if len(known) < _MAX_REMEMBERED_TYPES:
+                known[event_type] = found
+        return found
+
+    return matches
 
 
 def _may_be_repeated(expected: ExpectedVersion, last_revision: int) -> bool:
@@ -502,6 +526,7 @@ class SQLiteEventStore:
         self, from_position: int | None, backwards: bool, limit: int | None, predicate: EventFilter
     ) -> Iterator[RecordedEvent]:
         count = 0
+        matches = _matcher(predicate)
         if backwards:
             query = f"SELECT {_COLUMNS} FROM events WHERE position < ? ORDER BY position DESC LIMIT ?"
             cursor = 2**63 - 1 if from_position is None else from_position
@@ -512,7 +537,7 @@ class SQLiteEventStore:
             with self._translate("read $all"):
                 rows = self._connect().execute(query, (cursor, PAGE_SIZE)).fetchall()
             for row in rows:
-                if predicate.matches(row[4], row[1]):
+                if matches(row[4], row[1]):
                     if limit is not None and count >= limit:
                         return
                     count += 1
@@ -545,6 +570,7 @@ class SQLiteEventStore:
         if from_position is not None:
             validate_position(from_position, "from_position")
         predicate = filter or DEFAULT_FILTER
+        matches = _matcher(predicate)
         query = f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
 
         def fetch(after: int, page: int) -> tuple[list[RecordedEvent], int | None, int]:
@@ -552,7 +578,7 @@ class SQLiteEventStore:
                 rows = self._connect().execute(query, (after, page)).fetchall()
             if not rows:
                 return [], None, 0
-            matching = [_to_event(row) for row in rows if predicate.matches(row[4], row[1])]
+            matching = [_to_event(row) for row in rows if matches(row[4], row[1])]
             return matching, rows[-1][0], len(rows)
 
         return PollingSubscription(
