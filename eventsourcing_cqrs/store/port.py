@@ -439,7 +439,10 @@ class EventReader(Protocol):
         """Subscribe to ``$all`` after ``from_position`` (exclusive; default: from the start).
 
         While filtering, a :class:`Checkpoint` is emitted at least every
-        ``checkpoint_interval`` considered events and when catch-up ends.
+        ``checkpoint_interval`` considered events and when catch-up ends. Where that last one
+        points differs, within the guarantee that no matching event at or before a checkpoint
+        is still to come: the embedded stores use the last event considered, EventStoreDB the
+        last event delivered (filtered-out events after it are passed by a later checkpoint).
         """
         ...
 
