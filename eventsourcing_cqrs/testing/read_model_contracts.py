@@ -278,6 +278,37 @@ class ReadModelStoreContract:
                 "day": "2024-05-06",
             }
 
+    def test_a_unit_of_work_reads_its_writes_as_json_and_hands_out_copies(
+        self, store: ReadModelStore, writer: Writer
+    ) -> None:
+        self._put(writer, {"a1": {"owner": "ada", "tags": ["x"]}})
+        written = {"amount": Decimal("1.50"), "pair": (1, 2), "nested": {3: "three"}}
+        with writer.transaction() as uow:
+            accounts = uow.table("accounts")
+            accounts.put("a2", written)
+            written["amount"] = Decimal(0)
+            got = accounts.get("a2")
+            assert got == {"amount": "1.50", "pair": [1, 2], "nested": {"3": "three"}}
+            assert got is not None
+            got["pair"].append(3)
+            got["amount"] = "mutated"
+            updated = accounts.update("a1", {"balance": Decimal("2")})
+            assert updated == {"owner": "ada", "tags": ["x"], "balance": "2"}
+            updated["tags"].append("y")
+            updated["owner"] = "mutated"
+            first = accounts.get("a1")
+            assert first is not None
+            first["tags"].append("z")
+            assert accounts.get("a2") == {"amount": "1.50", "pair": [1, 2], "nested": {"3": "three"}}
+            assert accounts.get("a1") == {"owner": "ada", "tags": ["x"], "balance": "2"}
+        with store.read("accounts_view") as view:
+            assert view.table("accounts").get("a1") == {"owner": "ada", "tags": ["x"], "balance": "2"}
+            assert view.table("accounts").get("a2") == {
+                "amount": "1.50",
+                "pair": [1, 2],
+                "nested": {"3": "three"},
+            }
+
     def test_a_document_that_is_not_json_is_rejected_naming_table_and_key(self, writer: Writer) -> None:
         with pytest.raises(InvalidInputError) as raised, writer.transaction() as uow:
             uow.table("accounts").put("a1", {"bad": object()})

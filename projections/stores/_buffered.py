@@ -4,6 +4,11 @@ A unit of work buffers its writes (a later write to the same key replaces the ea
 caches what it read, so a batch of events that touches one account a hundred times reads it
 once and writes it once. Before any query (``find``, ``count``, raw SQL) and at commit, the
 buffer is flushed into the open transaction, so queries always see the unit's own writes.
+
+Buffered and cached documents are kept decoded, in the form a JSON round trip gives them
+(see :func:`~projections.stores._documents.normalize_document`): an update merges into the
+dict, and each document is encoded once, when the buffer is flushed. Callers get copies, so
+mutating what ``get`` or ``update`` returned never changes the buffer.
 """
 
 from __future__ import annotations
@@ -14,8 +19,11 @@ from typing import Any
 
 from projections.errors import DocumentNotFoundError, UnknownTableError
 from projections.stores._documents import (
+    copy_document,
     decode_document,
-    encode_document,
+    encode_normalized,
+    merge_changes,
+    normalize_document,
     validate_key,
     validate_limit,
     validate_where,
@@ -166,8 +174,9 @@ class BufferedUnitOfWork(DocumentSource):
 
     def __init__(self, generation: Generation) -> None:
         super().__init__(generation)
-        self._pending: dict[str, dict[str, str | None]] = {}
-        self._cache: dict[str, dict[str, str | None]] = {}
+        # Documents in normal form (None: deleted), never handed out without a copy.
+        self._pending: dict[str, dict[str, Document | None]] = {}
+        self._cache: dict[str, dict[str, Document | None]] = {}
         self._tables: dict[str, _Table] = {}
 
     def table(self, name: str) -> _Table:
@@ -184,52 +193,70 @@ class BufferedUnitOfWork(DocumentSource):
         self._cache.clear()
         return self._execute(sql, params)
 
-    def _load_cached(self, table: str, key: str) -> str | None:
+    def _current(self, table: str, key: str) -> Document | None:
+        """The unit's view of ``key`` (shared, not a copy): buffered, cached or loaded."""
         pending = self._pending.get(table)
         if pending is not None and key in pending:
             return pending[key]
-        cache = self._cache.setdefault(table, {})
-        if key in cache:
+        cache = self._cache.get(table)
+        if cache is None:
+            cache = self._cache[table] = {}
+        elif key in cache:
             return cache[key]
-        text = cache[key] = self._load(table, key)
-        return text
+        text = self._load(table, key)
+        document = cache[key] = None if text is None else decode_document(text)
+        return document
+
+    def _buffer(self, table: str) -> dict[str, Document | None]:
+        pending = self._pending.get(table)
+        if pending is None:
+            pending = self._pending[table] = {}
+        return pending
 
     def get_document(self, table: str, key: str) -> Document | None:
         self.spec(table)
-        text = self._load_cached(table, validate_key(key))
-        return None if text is None else decode_document(text)
+        document = self._current(table, validate_key(key))
+        return None if document is None else copy_document(document)
 
     def put_document(self, table: str, key: str, document: Mapping[str, Any]) -> None:
         self.spec(table)
         validate_key(key)
-        self._pending.setdefault(table, {})[key] = encode_document(table, key, document)
+        self._buffer(table)[key] = normalize_document(table, key, document)
 
     def update_document(self, table: str, key: str, changes: Mapping[str, Any]) -> Document:
-        current = self.get_document(table, key)
+        self.spec(table)
+        current = self._current(table, validate_key(key))
         if current is None:
             raise DocumentNotFoundError(table, key)
-        text = encode_document(table, key, {**current, **changes})
-        self._pending.setdefault(table, {})[key] = text
-        return decode_document(text)
+        merged = self._buffer(table)[key] = merge_changes(table, key, current, changes)
+        return copy_document(merged)
 
     def delete_document(self, table: str, key: str) -> bool:
         self.spec(table)
-        existed = self._load_cached(table, validate_key(key)) is not None
-        self._pending.setdefault(table, {})[key] = None
+        existed = self._current(table, validate_key(key)) is not None
+        self._buffer(table)[key] = None
         return existed
 
     def _before_query(self) -> None:
         self.flush()
 
     def flush(self) -> None:
-        """Write the buffered changes into the open transaction."""
+        """Write the buffered changes into the open transaction, each document encoded once."""
         for table, changes in self._pending.items():
             if not changes:
                 continue
-            upserts = [(key, text) for key, text in changes.items() if text is not None]
-            deletes = [key for key, text in changes.items() if text is None]
+            upserts = [
+                (key, encode_normalized(document))
+                for key, document in changes.items()
+                if document is not None
+            ]
+            deletes = [key for key, document in changes.items() if document is None]
             self._write(table, upserts, deletes)
-            self._cache.setdefault(table, {}).update(changes)
+            cache = self._cache.get(table)
+            if cache is None:
+                self._cache[table] = changes
+            else:
+                cache.update(changes)
         self._pending.clear()
 
     @abstractmethod

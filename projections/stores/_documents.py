@@ -19,9 +19,13 @@ from projections.stores._names import validate_field_name
 from projections.stores.port import Document, WhereValue
 
 __all__ = [
+    "copy_document",
     "decode_document",
     "encode_document",
+    "encode_normalized",
     "matches",
+    "merge_changes",
+    "normalize_document",
     "sort_documents",
     "validate_key",
     "validate_limit",
@@ -53,6 +57,91 @@ def decode_document(text: str | bytes) -> Document:
     """Inverse of :func:`encode_document`."""
     value: Document = json.loads(text)
     return value
+
+
+# -- documents kept decoded -----------------------------------------------------------------
+#
+# A unit of work keeps the documents it buffers as dicts in *normal form*: what
+# ``decode_document(encode_document(...))`` would return, built without the JSON round trip
+# for the usual top-level values. It encodes each buffered document once, when it writes it.
+
+_ENCODER = json.JSONEncoder(default=_default, separators=(",", ":"), allow_nan=False)
+_NORMAL_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_AS_IS = frozenset({str, int, bool, type(None)})
+_AS_TEXT: dict[type, Any] = {
+    Decimal: str,
+    uuid.UUID: str,
+    datetime: datetime.isoformat,
+    date: date.isoformat,
+    time: time.isoformat,
+}
+_CONTAINERS = frozenset({dict, list})
+_isfinite = math.isfinite
+
+
+class _NeedsRoundTrip(Exception):  # noqa: N818 - a signal inside this module, never raised out
+    """A value the fast path does not handle: take the full JSON round trip instead."""
+
+
+def _normal_value(value: object) -> object:
+    """``value`` as ``json.loads(json.dumps(value))`` (with the document hook) would return it."""
+    kind = type(value)
+    if kind in _AS_IS:
+        return value
+    if kind is float:
+        if _isfinite(value):  # type: ignore[arg-type]
+            return value
+        raise _NeedsRoundTrip
+    as_text = _AS_TEXT.get(kind)
+    if as_text is not None:
+        return as_text(value)
+    try:
+        return json.loads(_ENCODER.encode(value))
+    except (TypeError, ValueError) as exc:
+        raise _NeedsRoundTrip from exc
+
+
+def _normal_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    normal: dict[str, Any] = {}
+    for name, value in fields.items():
+        if type(name) is not str:
+            # JSON turns other keys into strings, which may then collide: let JSON decide.
+            raise _NeedsRoundTrip
+        normal[name] = _normal_value(value)
+    return normal
+
+
+def normalize_document(table: str, key: str, document: Mapping[str, Any]) -> Document:
+    """``decode_document(encode_document(table, key, document))``, cheaply; a new dict."""
+    if isinstance(document, Mapping):
+        try:
+            return _normal_fields(document)
+        except _NeedsRoundTrip:
+            pass
+    return decode_document(encode_document(table, key, document))
+
+
+def merge_changes(table: str, key: str, current: Document, changes: Mapping[str, Any]) -> Document:
+    """The normal form of ``{**current, **changes}``, ``current`` being in normal form; a new dict."""
+    if isinstance(changes, Mapping):
+        try:
+            return {**current, **_normal_fields(changes)}
+        except _NeedsRoundTrip:
+            pass
+    return decode_document(encode_document(table, key, {**current, **changes}))
+
+
+def copy_document(document: Document) -> Document:
+    """A copy of a document in normal form that shares nothing mutable with it."""
+    copy = document.copy()
+    if _CONTAINERS.isdisjoint(map(type, copy.values())):
+        return copy
+    return decode_document(_NORMAL_ENCODER.encode(document))
+
+
+def encode_normalized(document: Document) -> str:
+    """A document in normal form as the JSON text :func:`encode_document` gives for it."""
+    return _NORMAL_ENCODER.encode(document)
 
 
 def validate_key(key: object) -> str:
