@@ -3,7 +3,8 @@
 What it guarantees:
 
 * **Exactly-once effect.** Events are applied in batches (``batch_size`` events or
-  ``batch_delay`` seconds after the first one, whichever comes first); each batch's writes and
+  ``batch_delay`` seconds after the first one, whichever comes first; once live, as soon as
+  no further event is waiting, so batches grow only under load); each batch's writes and
   the checkpoint commit in one transaction, so after a crash the runner resumes from the last
   committed checkpoint and no event is applied twice or skipped.
 * **One active runner per projection**, across processes: the runner holds the projection's
@@ -128,7 +129,9 @@ class ProjectionRunner:
 
     ``batch_size``, ``batch_delay``
         A batch commits when it holds ``batch_size`` events or ``batch_delay`` seconds after
-        its first one, whichever comes first (and whenever the subscription catches up).
+        its first one, whichever comes first (and whenever the subscription catches up). Once
+        live, it also commits as soon as the subscription has nothing more waiting, so a lone
+        event is visible at once and ``batch_delay`` only caps a batch under sustained load.
     ``backoff``, ``failure_policy``
         Override the projection's own retry schedule and policy for failing events.
     ``lease_poll_interval``
@@ -530,7 +533,9 @@ class ProjectionRunner:
                         return _Follow.STOPPED
                     wait = 0.1
                     if batch.deadline is not None:
-                        wait = max(0.0, min(wait, batch.deadline - time.monotonic()))
+                        # Live, a batch commits as soon as nothing more is waiting (so a lone
+                        # event is visible at once); while catching up it fills to batch_size.
+                        wait = 0.0 if caught_up else max(0.0, min(wait, batch.deadline - time.monotonic()))
                     item = subscription.poll(wait)
                     if isinstance(item, RecordedEvent):
                         batch.events.append(item)
@@ -557,7 +562,7 @@ class ProjectionRunner:
                             return _Follow.CAUGHT_UP
                         continue
                     if len(batch.events) >= self._batch_size or (
-                        batch.deadline is not None and time.monotonic() >= batch.deadline
+                        batch.deadline is not None and (item is None or time.monotonic() >= batch.deadline)
                     ):
                         flush()
                     if not building and item is None and time.monotonic() >= next_retry_check:

@@ -768,6 +768,23 @@ class ProjectionRunnerContract:
         assert store.describe("tally").state is ProjectionState.STOPPED
         assert not store.lease_held("tally", LeaseRole.RUN)
 
+    def test_a_lone_live_event_commits_without_waiting_for_the_batch_delay(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        stream = _stream()
+        caught_up = append_tallied(event_store, stream, 3, event_type)
+        runner = self.runner(Tally(event_type), event_store, store, batch_size=1000, batch_delay=60)
+        runner.start()
+        try:
+            runner.wait_for(caught_up, timeout=10)
+            for count in (4, 5):
+                position = append_tallied(event_store, stream, 1, event_type)
+                runner.wait_for(position, timeout=10)
+                assert self.counts(store) == {stream: count}
+        finally:
+            runner.stop()
+            runner.join(10)
+
     def test_wait_for_times_out_when_nobody_runs_the_projection(
         self, event_store: EventStore, store: ReadModelStore, event_type: str
     ) -> None:
