@@ -22,6 +22,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -100,6 +101,42 @@ _COLUMNS = "position, stream, revision, id, type, data, metadata, content_type, 
 _INSERT = (
     "INSERT INTO events (stream, revision, id, type, data, metadata, content_type, recorded_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+#: Claims the next revisions of a live stream at exactly the expected revision (not soft-deleted,
+#: not tombstoned); no row changed means the stream is in another state.
+_CLAIM_AT = (
+    "UPDATE streams SET last_revision = ? "
+    "WHERE name = ? AND last_revision = ? AND visible_from <> ? AND tombstoned = 0"
+)
+#: Creates the row of a stream that has none; no row changed means it exists in some state.
+_CLAIM_NEW = (
+    "INSERT INTO streams (name, last_revision, visible_from, tombstoned) VALUES (?, ?, 0, 0) "
+    "ON CONFLICT (name) DO NOTHING"
+)
+
+#: A stream's state and the first page of its events (see ``read_stream``).
+_FIRST_PAGE_FORWARDS = (
+    "SELECT s.last_revision, s.visible_from, s.tombstoned, "
+    "e.position, e.stream, e.revision, e.id, e.type, e.data, e.metadata, e.content_type, e.recorded_at "
+    "FROM streams AS s LEFT JOIN events AS e "
+    "ON e.stream = s.name AND e.revision >= max(?, s.visible_from) AND e.revision < ? "
+    "WHERE s.name = ? ORDER BY e.revision LIMIT ?"
+)
+_FIRST_PAGE_BACKWARDS = (
+    "SELECT s.last_revision, s.visible_from, s.tombstoned, "
+    "e.position, e.stream, e.revision, e.id, e.type, e.data, e.metadata, e.content_type, e.recorded_at "
+    "FROM streams AS s LEFT JOIN events AS e "
+    "ON e.stream = s.name AND e.revision <= min(?, s.last_revision) AND e.revision >= s.visible_from "
+    "WHERE s.name = ? ORDER BY e.revision DESC LIMIT ?"
+)
+_NEXT_PAGE_FORWARDS = (
+    f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND revision >= ? AND revision < ? "
+    "ORDER BY revision LIMIT ?"
+)
+_NEXT_PAGE_BACKWARDS = (
+    f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND revision <= ? AND revision >= ? "
+    "ORDER BY revision DESC LIMIT ?"
 )
 
 _Row = tuple[int, str, int, bytes, str, bytes, bytes, str, int]
@@ -203,25 +240,27 @@ class SQLiteEventStore:
             yield
         except EventStoreError:
             raise
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
+            raise self._translated(exc, operation) from exc
+
+    def _translated(self, exc: sqlite3.DatabaseError, operation: str) -> EventStoreError:
+        """Our error for sqlite3's ``exc`` raised during ``operation``."""
+        if isinstance(exc, sqlite3.OperationalError):
             message = str(exc)
             if "locked" in message or "busy" in message:
-                raise EventStoreLockedError(
+                return EventStoreLockedError(
                     f"Event store {str(self.path)!r} stayed locked by another connection for more "
                     f"than {self._busy_timeout:g} s during {operation}."
-                ) from exc
+                )
             if "unable to open" in message or "readonly" in message or "disk I/O" in message:
-                raise EventStoreUnavailableError(
+                return EventStoreUnavailableError(
                     f"Cannot use event store file {str(self.path)!r} for {operation}: {message}."
-                ) from exc
-            raise EventStoreError(
-                f"SQLite failed during {operation} on {str(self.path)!r}: {message}."
-            ) from exc
-        except sqlite3.DatabaseError as exc:
-            raise EventStoreCorruptedError(
-                f"Event store file {str(self.path)!r} is not a valid SQLite database "
-                f"({exc}); nothing was written."
-            ) from exc
+                )
+            return EventStoreError(f"SQLite failed during {operation} on {str(self.path)!r}: {message}.")
+        return EventStoreCorruptedError(
+            f"Event store file {str(self.path)!r} is not a valid SQLite database "
+            f"({exc}); nothing was written."
+        )
 
     def _connect(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
@@ -314,50 +353,87 @@ class SQLiteEventStore:
         name = StreamName(stream)
         expected = validate_expected_version(expected_version)
         new = validate_events(events)
-        ids = [event.id for event in new]
-        with self._write(f"append to {name!r}") as connection:
-            info, _ = self._stream_info(connection, name)
-            existing: dict[uuid.UUID, tuple[int, int]] = {}
-            if ids and _may_be_repeated(expected, info.last_revision):
-                marks = ",".join("?" * len(ids))
-                for event_id, revision, position in connection.execute(
-                    f"SELECT id, revision, position FROM events WHERE id IN ({marks}) AND stream = ?",
-                    [i.bytes for i in ids] + [name],
-                ):
-                    existing[uuid.UUID(bytes=event_id)] = (revision, position)
-            decision = decide(name, expected, ids, info, existing)
-            if isinstance(decision, AlreadyWritten):
-                return AppendResult(name, decision.revision, decision.position)
-            revision = info.last_revision
-            if decision.undelete:
-                self._write_metadata(connection, name, {"$tb": revision + 1})
-            now = _now_micros()
-            rows = []
-            for event in new:
-                revision += 1
-                rows.append(
-                    (
-                        name,
-                        revision,
-                        event.id.bytes,
-                        event.type,
-                        event.data,
-                        event.metadata,
-                        event.content_type,
-                        now,
-                    )
-                )
-            position = self._insert(connection, rows)
-            self._set_stream(
-                connection,
-                name,
-                last_revision=revision,
-                visible_from=info.last_revision + 1 if decision.undelete else None,
-            )
+        connection = self._connect()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                result = self._append(connection, name, expected, new)
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as exc:
+            raise self._translated(exc, f"append to {name!r}") from exc
+        if isinstance(result, AppendResult):  # the events were already in the stream
+            return result
         self._notifier.notify()
+        revision, position = result
         if position is None:
             position = self.head_position(EventFilter(include_system_events=True))
         return AppendResult(name, revision, position)
+
+    def _append(
+        self, connection: sqlite3.Connection, name: str, expected: ExpectedVersion, new: list[NewEvent]
+    ) -> tuple[int, int | None] | AppendResult:
+        """Write ``new`` in the open transaction: its ``(revision, position)``, or the original
+        result when the same events are already in the stream.
+
+        The usual command appends events to a live stream at exactly its last revision (or
+        creates it): the stream's row is then claimed with one guarded statement, and
+        :func:`decide` would only say "write". Anything else (a stream in another state, a
+        retried append, ``ANY``/``STREAM_EXISTS``) reads the stream's state and asks it.
+        """
+        if new and type(expected) is int:
+            revision = expected + len(new)
+            if connection.execute(_CLAIM_AT, (revision, name, expected, DELETED_REVISION)).rowcount:
+                return revision, self._insert(connection, self._rows(name, expected, new))
+        elif new and expected is StreamState.NO_STREAM:
+            revision = len(new) - 1
+            if connection.execute(_CLAIM_NEW, (name, revision)).rowcount:
+                return revision, self._insert(connection, self._rows(name, -1, new))
+        info, _ = self._stream_info(connection, name)
+        ids = [event.id for event in new]
+        existing: dict[uuid.UUID, tuple[int, int]] = {}
+        if ids and _may_be_repeated(expected, info.last_revision):
+            marks = ",".join("?" * len(ids))
+            for event_id, found_revision, found_position in connection.execute(
+                f"SELECT id, revision, position FROM events WHERE id IN ({marks}) AND stream = ?",
+                [i.bytes for i in ids] + [name],
+            ):
+                existing[uuid.UUID(bytes=event_id)] = (found_revision, found_position)
+        decision = decide(name, expected, ids, info, existing)
+        if isinstance(decision, AlreadyWritten):
+            return AppendResult(name, decision.revision, decision.position)
+        last = info.last_revision
+        if decision.undelete:
+            self._write_metadata(connection, name, {"$tb": last + 1})
+        position = self._insert(connection, self._rows(name, last, new))
+        revision = last + len(new)
+        self._set_stream(
+            connection,
+            name,
+            last_revision=revision,
+            visible_from=last + 1 if decision.undelete else None,
+        )
+        return revision, position
+
+    @staticmethod
+    def _rows(name: str, last_revision: int, new: list[NewEvent]) -> list[tuple[Any, ...]]:
+        now = _now_micros()
+        return [
+            (
+                name,
+                revision,
+                event.id.bytes,
+                event.type,
+                event.data,
+                event.metadata,
+                event.content_type,
+                now,
+            )
+            for revision, event in enumerate(new, last_revision + 1)
+        ]
 
     @staticmethod
     def _insert(connection: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int | None:
@@ -469,45 +545,56 @@ class SQLiteEventStore:
         if from_revision is not None:
             validate_revision(from_revision, "from_revision")
         limit = validate_limit(limit)
-        connection = self._connect()
-        with self._translate(f"read {name!r}"):
-            info, visible_from = self._stream_info(connection, name)
-        if info.tombstoned:
-            raise StreamDeletedError(name)
-        if info.last_revision < 0 or info.soft_deleted:
-            raise StreamNotFoundError(name)
+        page = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit)
+        # The stream's state and its first page in one statement: the stream row, joined with
+        # its events in range (one row of NULL events if there are none).
         if backwards:
-            start = info.last_revision if from_revision is None else min(from_revision, info.last_revision)
+            query = _FIRST_PAGE_BACKWARDS
+            top = DELETED_REVISION - 1 if from_revision is None else from_revision
+            parameters: tuple[Any, ...] = (top, name, max(page, 1))
         else:
-            start = max(from_revision or 0, visible_from)
-        return self._stream_pages(name, start, visible_from, backwards, limit)
+            query = _FIRST_PAGE_FORWARDS
+            parameters = (from_revision or 0, DELETED_REVISION, name, max(page, 1))
+        try:
+            rows = self._connect().execute(query, parameters).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self._translated(exc, f"read {name!r}") from exc
+        if not rows:
+            raise StreamNotFoundError(name)
+        last_revision, visible_from, tombstoned = rows[0][:3]
+        if tombstoned:
+            raise StreamDeletedError(name)
+        if last_revision < 0 or visible_from == DELETED_REVISION:
+            raise StreamNotFoundError(name)
+        if page == 0 or rows[0][3] is None:
+            return iter(())
+        return self._stream_pages(name, [row[3:] for row in rows], visible_from, backwards, limit)
 
     def _stream_pages(
-        self, stream: str, start: int, visible_from: int, backwards: bool, limit: int | None
+        self, stream: str, rows: list[_Row], visible_from: int, backwards: bool, limit: int | None
     ) -> Iterator[RecordedEvent]:
+        """The events of the first page, ``rows``, then of the following pages."""
         remaining = limit
         if backwards:
-            query = (
-                f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND revision <= ? AND revision >= ? "
-                "ORDER BY revision DESC LIMIT ?"
-            )
+            query = _NEXT_PAGE_BACKWARDS
+            bound = visible_from
         else:
-            query = (
-                f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND revision >= ? AND revision < ? "
-                "ORDER BY revision LIMIT ?"
-            )
-        bound = visible_from if backwards else DELETED_REVISION
-        while remaining is None or remaining > 0:
-            page = PAGE_SIZE if remaining is None else min(PAGE_SIZE, remaining)
-            with self._translate(f"read {stream!r}"):
-                rows = self._connect().execute(query, (stream, start, bound, page)).fetchall()
+            query = _NEXT_PAGE_FORWARDS
+            bound = DELETED_REVISION
+        while True:
             for row in rows:
                 yield _to_event(row)
+            page = PAGE_SIZE if remaining is None else min(PAGE_SIZE, remaining)
             if len(rows) < page:
                 return
             if remaining is not None:
                 remaining -= len(rows)
+                if remaining <= 0:
+                    return
+                page = min(PAGE_SIZE, remaining)
             start = rows[-1][2] + (-1 if backwards else 1)
+            with self._translate(f"read {stream!r}"):
+                rows = self._connect().execute(query, (stream, start, bound, page)).fetchall()
 
     def read_all(
         self,
@@ -616,4 +703,4 @@ class SQLiteEventStore:
 
 
 def _now_micros() -> int:
-    return int(datetime.now(UTC).timestamp() * 1_000_000)
+    return time.time_ns() // 1_000
