@@ -223,10 +223,15 @@ class Projection:
 
     def apply(self, recorded: RecordedEvent, uow: UnitOfWork) -> bool:
         """Run the handler of ``recorded``'s type in ``uow``; ``False`` if there is none."""
-        dispatch = self._handlers().get(recorded.type)
+        handlers: dict[str, _Dispatch] | None = getattr(self, "_dispatch", None)
+        dispatch = None if handlers is None else handlers.get(recorded.type)
         if dispatch is None:
+            self._handlers()  # raises if no handler was registered at all
             return False
-        dispatch(recorded, EventContext(recorded, uow, self.event_registry()))
+        registry = type(self).registry
+        if registry is None:
+            registry = self.event_registry()
+        dispatch(recorded, EventContext(recorded, uow, registry))
         return True
 
     def _handlers(self) -> dict[str, _Dispatch]:

@@ -224,11 +224,18 @@ class BufferedUnitOfWork(DocumentSource):
         self._buffer(table)[key] = normalize_document(table, key, document)
 
     def update_document(self, table: str, key: str, changes: Mapping[str, Any]) -> Document:
-        self.spec(table)
-        current = self._current(table, validate_key(key))
+        # The common case first: a key this unit already wrote (its table and key were checked then).
+        pending = self._pending.get(table) if type(table) is str else None
+        if pending is not None and type(key) is str and key in pending:
+            current = pending[key]
+        else:
+            self.spec(table)
+            current = self._current(table, validate_key(key))
+            pending = None
         if current is None:
             raise DocumentNotFoundError(table, key)
-        merged = self._buffer(table)[key] = merge_changes(table, key, current, changes)
+        merged = merge_changes(table, key, current, changes)
+        (self._buffer(table) if pending is None else pending)[key] = merged
         return copy_document(merged)
 
     def delete_document(self, table: str, key: str) -> bool:

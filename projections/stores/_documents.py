@@ -83,18 +83,16 @@ class _NeedsRoundTrip(Exception):  # noqa: N818 - a signal inside this module, n
     """A value the fast path does not handle: take the full JSON round trip instead."""
 
 
-def _normal_value(value: object) -> object:
-    """``value`` as ``json.loads(json.dumps(value))`` (with the document hook) would return it."""
-    kind = type(value)
-    if kind in _AS_IS:
-        return value
+def _normal_value(value: object, kind: type) -> object:
+    """``value`` (not of an ``_AS_IS`` type) as ``json.loads(json.dumps(value))`` with the
+    document hook would return it."""
+    as_text = _AS_TEXT.get(kind)
+    if as_text is not None:
+        return as_text(value)
     if kind is float:
         if _isfinite(value):  # type: ignore[arg-type]
             return value
         raise _NeedsRoundTrip
-    as_text = _AS_TEXT.get(kind)
-    if as_text is not None:
-        return as_text(value)
     try:
         return json.loads(_ENCODER.encode(value))
     except (TypeError, ValueError) as exc:
@@ -107,13 +105,14 @@ def _normal_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
         if type(name) is not str:
             # JSON turns other keys into strings, which may then collide: let JSON decide.
             raise _NeedsRoundTrip
-        normal[name] = _normal_value(value)
+        kind = type(value)
+        normal[name] = value if kind in _AS_IS else _normal_value(value, kind)
     return normal
 
 
 def normalize_document(table: str, key: str, document: Mapping[str, Any]) -> Document:
     """``decode_document(encode_document(table, key, document))``, cheaply; a new dict."""
-    if isinstance(document, Mapping):
+    if type(document) is dict or isinstance(document, Mapping):
         try:
             return _normal_fields(document)
         except _NeedsRoundTrip:
@@ -123,7 +122,7 @@ def normalize_document(table: str, key: str, document: Mapping[str, Any]) -> Doc
 
 def merge_changes(table: str, key: str, current: Document, changes: Mapping[str, Any]) -> Document:
     """The normal form of ``{**current, **changes}``, ``current`` being in normal form; a new dict."""
-    if isinstance(changes, Mapping):
+    if type(changes) is dict or isinstance(changes, Mapping):
         try:
             return {**current, **_normal_fields(changes)}
         except _NeedsRoundTrip:
