@@ -100,6 +100,9 @@ class PollingSubscription:
 
     def poll(self, timeout: float) -> SubscriptionItem | None:
         """The next item, or ``None`` if none arrives within ``timeout`` seconds (or if stopped)."""
+        # Once per event while catching up: an item already read needs no clock and no query.
+        if self._buffer and not self._stopped.is_set():
+            return self._take()
         deadline = time.monotonic() + timeout
         while not self._stopped.is_set():
             if self._buffer:
@@ -122,8 +125,8 @@ class PollingSubscription:
 
     def _take(self) -> SubscriptionItem:
         item = self._buffer.popleft()
-        if isinstance(item, RecordedEvent | Checkpoint):
-            self._highest_yielded = max(self._highest_yielded, item.position)
+        if isinstance(item, RecordedEvent | Checkpoint) and item.position > self._highest_yielded:
+            self._highest_yielded = item.position
         return item
 
     def _fill(self) -> bool:
