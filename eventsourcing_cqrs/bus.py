@@ -36,7 +36,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import structlog
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
+from eventsourcing_cqrs._logging import enabled
 from eventsourcing_cqrs.errors import (
     AuthorizationError,
     ConcurrencyRetriesExhaustedError,
@@ -296,9 +298,11 @@ class CommandBus:
             "causation_id": context.causation_id,
         }
         # Bound into context variables for every log line of the application and the stores,
-        # and onto our own logger so that our lines carry them whatever the configuration.
-        log = logger.bind(**fields, actor=context.actor)
-        with structlog.contextvars.bound_contextvars(**fields):
+        # and onto our own logger (when it logs) so that our lines carry them whatever the
+        # configuration.
+        log = _CommandLog(fields, context.actor)
+        tokens = bind_contextvars(**fields)
+        try:
             self.metrics._add(dispatched=1)
             started = time.perf_counter()
 
@@ -320,6 +324,8 @@ class CommandBus:
                 raise
             self.metrics._add(handling_seconds=result.duration)
             return result
+        finally:
+            reset_contextvars(**tokens)
 
     def _context(
         self, command: Command, actor: str | None, cause: Cause | None, correlation_id: str | None
@@ -336,8 +342,8 @@ class CommandBus:
             causation = str(parent.context.command_id)
             actor = actor if actor is not None else parent.context.actor
         else:
-            correlation = correlation_id or str(command.command_id)
             causation = str(command.command_id)
+            correlation = correlation_id or causation
         return CommandContext(
             command_id=command.command_id,
             command_type=type(command).__name__,
@@ -352,7 +358,7 @@ class CommandBus:
         command: Command,
         context: CommandContext,
         started: float,
-        log: Any,
+        log: _CommandLog,
     ) -> CommandResult:
         policy = self._retry
         attempt = 0
@@ -391,7 +397,7 @@ class CommandBus:
         appends: tuple[AppendResult, ...],
         attempts: int,
         started: float,
-        log: Any,
+        log: _CommandLog,
         *,
         duplicate: bool,
     ) -> CommandResult:
@@ -408,15 +414,40 @@ class CommandBus:
             self.metrics._add(duplicates=1)
         else:
             self.metrics._add(succeeded=1)
-        log.info(
-            "command.duplicate" if duplicate else "command.handled",
-            stream=result.stream,
-            version=result.version,
-            commit_position=result.position,
-            attempts=attempts,
-            duration_ms=round(duration * 1000, 3),
-        )
+        if enabled("info"):
+            log.info(
+                "command.duplicate" if duplicate else "command.handled",
+                stream=result.stream,
+                version=result.version,
+                commit_position=result.position,
+                attempts=attempts,
+                duration_ms=round(duration * 1000, 3),
+            )
         return result
+
+
+class _CommandLog:
+    """Our logger bound to one command's context, assembled at its first line (if any)."""
+
+    __slots__ = ("_actor", "_bound", "_fields")
+
+    def __init__(self, fields: dict[str, str], actor: str | None) -> None:
+        self._fields = fields
+        self._actor = actor
+        self._bound: Any = None
+
+    def _logger(self) -> Any:
+        if self._bound is None:
+            self._bound = logger.bind(**self._fields, actor=self._actor)
+        return self._bound
+
+    def info(self, event: str, **values: Any) -> None:
+        if enabled("info"):
+            self._logger().info(event, **values)
+
+    def warning(self, event: str, **values: Any) -> None:
+        if enabled("warning"):
+            self._logger().warning(event, **values)
 
 
 def _bind(
