@@ -34,6 +34,7 @@ from typing import Any, Generic, TypeVar
 import structlog
 from pydantic import BaseModel, ValidationError
 
+from eventsourcing_cqrs._logging import enabled
 from eventsourcing_cqrs.aggregate import Aggregate, event_classes_of
 from eventsourcing_cqrs.errors import (
     AggregateAlreadyExistsError,
@@ -56,8 +57,8 @@ from eventsourcing_cqrs.store.port import (
 )
 from eventsourcing_cqrs.unit_of_work import (
     CommandAlreadyHandled,
+    UnitOfWork,
     current_unit_of_work,
-    derive_event_id,
 )
 
 __all__ = ["SNAPSHOT_EVENT_TYPE", "Repository"]
@@ -84,24 +85,24 @@ class _Snapshot:
 class _RedeliveryCheck:
     """Spots the current command's events among replayed ones (a UUID comparison per event)."""
 
-    __slots__ = ("command_id", "index", "last", "next_id", "stream")
+    __slots__ = ("index", "last", "next_id", "stream", "work")
 
-    def __init__(self, command_id: uuid.UUID, stream: str) -> None:
-        self.command_id = command_id
+    def __init__(self, work: UnitOfWork, stream: str) -> None:
+        self.work = work
         self.stream = stream
         self.index = 0
-        self.next_id = derive_event_id(command_id, stream, 0)
+        self.next_id = work.event_id(stream, 0)
         self.last: AppendResult | None = None
 
     def see(self, recorded: RecordedEvent) -> None:
         if recorded.id == self.next_id:
             self.last = AppendResult(recorded.stream, recorded.revision, recorded.position)
             self.index += 1
-            self.next_id = derive_event_id(self.command_id, self.stream, self.index)
+            self.next_id = self.work.event_id(self.stream, self.index)
 
     def raise_if_found(self) -> None:
         if self.last is not None:
-            raise CommandAlreadyHandled(self.command_id, self.last)
+            raise CommandAlreadyHandled(self.work.context.command_id, self.last)
 
 
 class Repository(Generic[A]):
@@ -164,7 +165,8 @@ class Repository(Generic[A]):
 
     def stream_name(self, aggregate_id: str) -> StreamName:
         """The stream of the aggregate with this id: ``{Category}-{id}``."""
-        return StreamName.for_aggregate(self._category, aggregate_id)
+        # StreamName.for_aggregate without checking the category again (done in __init__).
+        return StreamName(f"{self._category}-{aggregate_id}")
 
     def snapshot_stream_name(self, aggregate_id: str) -> StreamName:
         """The stream holding the aggregate's snapshots: ``{Category}.snapshots-{id}``."""
@@ -205,7 +207,7 @@ class Repository(Generic[A]):
         stream = self.stream_name(aggregate_id)
         aggregate = self._type(aggregate_id)
         work = current_unit_of_work() if at_version is None and at_time is None else None
-        check = _RedeliveryCheck(work.context.command_id, stream) if work is not None else None
+        check = _RedeliveryCheck(work, stream) if work is not None else None
 
         snapshot = None
         if self._snapshot_every is not None and at_time is None:
@@ -299,14 +301,16 @@ class Repository(Generic[A]):
         work = current_unit_of_work()
         if work is not None:
             ids = work.claim_event_ids(stream, len(pending))
-            metadata = work.context.metadata()
+            encode_with = self._registry.encode_with
+            metadata_for = work.metadata_json
+            events = [
+                encode_with(event, metadata_for, event_id=event_id)
+                for event, event_id in zip(pending, ids, strict=True)
+            ]
         else:
-            ids = [uuid.uuid4() for _ in pending]
+            encode = self._registry.encode
             metadata = Metadata()
-        encode = self._registry.encode
-        events = [
-            encode(event, metadata, event_id=event_id) for event, event_id in zip(pending, ids, strict=True)
-        ]
+            events = [encode(event, metadata) for event in pending]
         before = aggregate.version
         expected = StreamState.NO_STREAM if before < 0 else before
         try:
@@ -318,13 +322,14 @@ class Repository(Generic[A]):
         aggregate._saved(result.revision)
         if work is not None:
             work.record(result)
-        logger.debug(
-            "aggregate.saved",
-            stream=stream,
-            events=len(events),
-            revision=result.revision,
-            commit_position=result.position,
-        )
+        if enabled("debug"):
+            logger.debug(
+                "aggregate.saved",
+                stream=stream,
+                events=len(events),
+                revision=result.revision,
+                commit_position=result.position,
+            )
         every = self._snapshot_every
         if every is not None and (before + 1) // every != (result.revision + 1) // every:
             self._write_snapshot(aggregate)

@@ -202,20 +202,35 @@ class EventRegistry:
         Raises :class:`UnknownEventTypeError` if the event's class is not registered here, so an
         event that could not be read back is never written.
         """
+        meta = metadata or Metadata()
+
+        def metadata_for(schema_version: int) -> bytes:
+            if meta.schema_version == schema_version:
+                return meta.to_json()
+            return meta.model_copy(update={"schema_version": schema_version}).to_json()
+
+        return self.encode_with(event, metadata_for, event_id=event_id or uuid.uuid4())
+
+    def encode_with(
+        self, event: DomainEvent, metadata_for: Callable[[int], bytes], *, event_id: uuid.UUID
+    ) -> NewEvent:
+        """Like :meth:`encode`, with the stored metadata from ``metadata_for(schema_version)``.
+
+        ``metadata_for`` returns the metadata JSON for the event class's schema version (so a
+        command's metadata is encoded once, not once per event; see
+        :meth:`~eventsourcing_cqrs.unit_of_work.UnitOfWork.metadata_json`).
+        """
         event_class = type(event)
         name = event_class.event_type if "event_type" in event_class.__dict__ else None
         if name is None or self._classes.get(name) is not event_class:
             raise UnknownEventTypeError(
                 f"Cannot encode {event_class.__qualname__}: its type is not registered in this registry."
             )
-        meta = metadata or Metadata()
-        if meta.schema_version != event_class.schema_version:
-            meta = meta.model_copy(update={"schema_version": event_class.schema_version})
         return NewEvent(
-            type=name,
-            data=event.model_dump_json().encode(),
-            metadata=meta.to_json(),
-            id=event_id or uuid.uuid4(),
+            name,
+            event.model_dump_json().encode(),
+            metadata_for(event_class.schema_version),
+            event_id,
         )
 
     # -- decoding -------------------------------------------------------------------------

@@ -95,6 +95,34 @@ class UnitOfWork:
 
     context: CommandContext
     appends: list[AppendResult] = field(default_factory=list)
+    _first_ids: dict[str, uuid.UUID] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _metadata: dict[int, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def event_id(self, stream: str, index: int) -> uuid.UUID:
+        """The id of the ``index``-th event this command writes to ``stream``.
+
+        The first one is derived once per attempt: the repository looks for it while loading
+        (redelivery check) and uses it when saving.
+        """
+        if index:
+            return derive_event_id(self.context.command_id, stream, index)
+        found = self._first_ids.get(stream)
+        if found is None:
+            found = self._first_ids[stream] = derive_event_id(self.context.command_id, stream, 0)
+        return found
+
+    def metadata_json(self, schema_version: int) -> bytes:
+        """The stored metadata of this command's events of a type at ``schema_version``.
+
+        The same bytes as ``context.metadata()`` with that schema version, encoded once.
+        """
+        found = self._metadata.get(schema_version)
+        if found is None:
+            metadata = self.context.metadata()
+            if metadata.schema_version != schema_version:
+                metadata = metadata.model_copy(update={"schema_version": schema_version})
+            found = self._metadata[schema_version] = metadata.to_json()
+        return found
 
     def claim_event_ids(self, stream: str, count: int) -> list[uuid.UUID]:
         """Ids for the ``count`` events this command is about to append to ``stream``.
@@ -111,8 +139,7 @@ class UnitOfWork:
                 f"command {self.context.command_type} already appended to {self.appends[0].stream!r}; "
                 "a command appends once, to one aggregate (react to its events with a follow-up command)",
             )
-        command_id = self.context.command_id
-        return [derive_event_id(command_id, stream, n) for n in range(count)]
+        return [self.event_id(stream, n) for n in range(count)]
 
     def record(self, result: AppendResult) -> None:
         """Remember an append made by this command."""
