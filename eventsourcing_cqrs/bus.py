@@ -53,8 +53,9 @@ from eventsourcing_cqrs.store.port import CORRELATION_ID_KEY, AppendResult, Reco
 from eventsourcing_cqrs.unit_of_work import (
     CommandAlreadyHandled,
     CommandContext,
+    begin_unit_of_work,
     current_unit_of_work,
-    unit_of_work,
+    end_unit_of_work,
 )
 
 __all__ = [
@@ -364,32 +365,32 @@ class CommandBus:
         attempt = 0
         while True:
             attempt += 1
-            with unit_of_work(context) as work:
-                try:
-                    handler(command)
-                except CommandAlreadyHandled as done:
-                    return self._finish(context, (done.result,), attempt, started, log, duplicate=True)
-                except WrongExpectedVersionError as exc:
-                    self.metrics._add(conflicts=1)
-                    if attempt >= policy.max_attempts:
-                        self.metrics._add(exhausted=1)
-                        log.warning("command.retries_exhausted", stream=exc.stream, attempts=attempt)
-                        raise ConcurrencyRetriesExhaustedError(
-                            context.command_type, exc.stream, attempt
-                        ) from exc
-                    delay = policy.delay(attempt)
-                    self.metrics._add(retries=1)
-                    log.info(
-                        "command.retried",
-                        stream=exc.stream,
-                        expected=str(exc.expected),
-                        actual=exc.actual,
-                        attempt=attempt,
-                        delay_ms=round(delay * 1000, 3),
-                    )
-                    self._sleep(delay)
-                    continue
-                return self._finish(context, tuple(work.appends), attempt, started, log, duplicate=False)
+            work, token = begin_unit_of_work(context)
+            try:
+                handler(command)
+            except CommandAlreadyHandled as done:
+                return self._finish(context, (done.result,), attempt, started, log, duplicate=True)
+            except WrongExpectedVersionError as exc:
+                self.metrics._add(conflicts=1)
+                if attempt >= policy.max_attempts:
+                    self.metrics._add(exhausted=1)
+                    log.warning("command.retries_exhausted", stream=exc.stream, attempts=attempt)
+                    raise ConcurrencyRetriesExhaustedError(context.command_type, exc.stream, attempt) from exc
+                delay = policy.delay(attempt)
+                self.metrics._add(retries=1)
+                log.info(
+                    "command.retried",
+                    stream=exc.stream,
+                    expected=str(exc.expected),
+                    actual=exc.actual,
+                    attempt=attempt,
+                    delay_ms=round(delay * 1000, 3),
+                )
+                self._sleep(delay)
+                continue
+            finally:
+                end_unit_of_work(token)
+            return self._finish(context, tuple(work.appends), attempt, started, log, duplicate=False)
 
     def _finish(
         self,

@@ -255,6 +255,8 @@ class Repository(Generic[A]):
     ) -> int:
         decode = self._registry.decode
         allowed = self._event_classes
+        replayed = aggregate._replayed
+        see = check.see if check is not None else None
         count = 0
         for recorded in records:
             if at_time is not None and recorded.recorded_at > at_time:
@@ -267,9 +269,9 @@ class Repository(Generic[A]):
                     revision=recorded.revision,
                     event_type=recorded.type,
                 )
-            aggregate._replayed(event, recorded.revision)
-            if check is not None:
-                check.see(recorded)
+            replayed(event, recorded.revision)
+            if see is not None:
+                see(recorded)
             count += 1
         return count
 

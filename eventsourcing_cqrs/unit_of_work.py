@@ -21,8 +21,9 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
+from hashlib import sha1
 
 from eventsourcing_cqrs.errors import CQRSError, InvalidInputError
 from eventsourcing_cqrs.messages import Metadata
@@ -32,15 +33,27 @@ __all__ = [
     "CommandAlreadyHandled",
     "CommandContext",
     "UnitOfWork",
+    "begin_unit_of_work",
     "current_unit_of_work",
     "derive_event_id",
+    "end_unit_of_work",
     "unit_of_work",
 ]
 
 
+#: The bits of a SHA-1 digest's first 16 bytes that a version 5 UUID keeps, and the version and
+#: RFC 4122 variant bits it sets (as ``uuid.uuid5`` does).
+_KEPT_BITS = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_VERSION_5_BITS = (5 << 76) | (0x8000 << 48)
+
+
 def derive_event_id(command_id: uuid.UUID, stream: str, index: int) -> uuid.UUID:
-    """The id of the ``index``-th event (from 0) that command ``command_id`` writes to ``stream``."""
-    return uuid.uuid5(command_id, f"{stream}/{index}")
+    """The id of the ``index``-th event (from 0) that command ``command_id`` writes to ``stream``.
+
+    ``uuid5(command_id, f"{stream}/{index}")``, computed without ``uuid5``'s argument checks.
+    """
+    digest = sha1(command_id.bytes + f"{stream}/{index}".encode(), usedforsecurity=False).digest()
+    return uuid.UUID(int=(int.from_bytes(digest[:16]) & _KEPT_BITS) | _VERSION_5_BITS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,9 +170,22 @@ def current_unit_of_work() -> UnitOfWork | None:
 @contextlib.contextmanager
 def unit_of_work(context: CommandContext) -> Iterator[UnitOfWork]:
     """Run the block as one attempt at the command described by ``context``."""
-    work = UnitOfWork(context)
-    token = _current.set(work)
+    work, token = begin_unit_of_work(context)
     try:
         yield work
     finally:
-        _current.reset(token)
+        end_unit_of_work(token)
+
+
+def begin_unit_of_work(context: CommandContext) -> tuple[UnitOfWork, Token[UnitOfWork | None]]:
+    """Start an attempt (what :func:`unit_of_work` does on entry, for the command bus's loop).
+
+    Pass the token to :func:`end_unit_of_work` when the attempt ends, however it ends.
+    """
+    work = UnitOfWork(context)
+    return work, _current.set(work)
+
+
+def end_unit_of_work(token: Token[UnitOfWork | None]) -> None:
+    """End the attempt started with ``token``."""
+    _current.reset(token)

@@ -204,7 +204,7 @@ def validate_events(events: Sequence[NewEvent]) -> list[NewEvent]:
     for event in checked:
         if not isinstance(event, NewEvent):
             raise InvalidInputError("event", event, "each event must be a NewEvent")
-    if len({event.id for event in checked}) != len(checked):
+    if len(checked) > 1 and len({event.id for event in checked}) != len(checked):
         raise InvalidInputError("event ids", [e.id for e in checked], "event ids must be distinct")
     return checked
 
