@@ -99,8 +99,9 @@ def _normal_value(value: object, kind: type) -> object:
         raise _NeedsRoundTrip from exc
 
 
-def _normal_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
-    normal: dict[str, Any] = {}
+def _normal_fields(fields: Mapping[str, Any], into: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``fields`` in normal form, set into ``into`` (a new dict by default)."""
+    normal: dict[str, Any] = {} if into is None else into
     for name, value in fields.items():
         if type(name) is not str:
             # JSON turns other keys into strings, which may then collide: let JSON decide.
@@ -124,7 +125,7 @@ def merge_changes(table: str, key: str, current: Document, changes: Mapping[str,
     """The normal form of ``{**current, **changes}``, ``current`` being in normal form; a new dict."""
     if type(changes) is dict or isinstance(changes, Mapping):
         try:
-            return {**current, **_normal_fields(changes)}
+            return _normal_fields(changes, current.copy())
         except _NeedsRoundTrip:
             pass
     return decode_document(encode_document(table, key, {**current, **changes}))
