@@ -291,10 +291,11 @@ class CommandBus:
         handler = self._handlers.get(type(command))
         if handler is None:
             raise HandlerNotFoundError(type(command).__name__, "command")
-        context = self._context(command, actor, caused_by, correlation_id)
+        command_id = str(command.command_id)
+        context = self._context(command, command_id, actor, caused_by, correlation_id)
         fields = {
             "command_type": context.command_type,
-            "command_id": str(context.command_id),
+            "command_id": command_id,
             "correlation_id": context.correlation_id,
             "causation_id": context.causation_id,
         }
@@ -329,7 +330,12 @@ class CommandBus:
             reset_contextvars(**tokens)
 
     def _context(
-        self, command: Command, actor: str | None, cause: Cause | None, correlation_id: str | None
+        self,
+        command: Command,
+        command_id: str,
+        actor: str | None,
+        cause: Cause | None,
+        correlation_id: str | None,
     ) -> CommandContext:
         # The nearest cause wins: the event named here, else the command being handled, else
         # the event given to reacting_to().
@@ -343,8 +349,8 @@ class CommandBus:
             causation = str(parent.context.command_id)
             actor = actor if actor is not None else parent.context.actor
         else:
-            causation = str(command.command_id)
-            correlation = correlation_id or causation
+            correlation = correlation_id or command_id
+            causation = command_id
         return CommandContext(
             command_id=command.command_id,
             command_type=type(command).__name__,

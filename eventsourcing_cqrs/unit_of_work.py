@@ -25,8 +25,17 @@ from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from hashlib import sha1
 
+import pydantic_core
+
 from eventsourcing_cqrs.errors import CQRSError, InvalidInputError
-from eventsourcing_cqrs.messages import Metadata
+from eventsourcing_cqrs.messages import (
+    ACTOR_KEY,
+    CAUSATION_ID_KEY,
+    COMMAND_ID_KEY,
+    CORRELATION_ID_KEY,
+    SCHEMA_VERSION_KEY,
+    Metadata,
+)
 from eventsourcing_cqrs.store.port import AppendResult
 
 __all__ = [
@@ -127,14 +136,22 @@ class UnitOfWork:
     def metadata_json(self, schema_version: int) -> bytes:
         """The stored metadata of this command's events of a type at ``schema_version``.
 
-        The same bytes as ``context.metadata()`` with that schema version, encoded once.
+        The same bytes as ``context.metadata()`` with that schema version would give
+        (:meth:`Metadata.to_json`: its keys in field order, ``None`` left out), encoded once
+        and without validating values the context already holds as strings.
         """
         found = self._metadata.get(schema_version)
         if found is None:
-            metadata = self.context.metadata()
-            if metadata.schema_version != schema_version:
-                metadata = metadata.model_copy(update={"schema_version": schema_version})
-            found = self._metadata[schema_version] = metadata.to_json()
+            context = self.context
+            document: dict[str, str | int] = {
+                CORRELATION_ID_KEY: context.correlation_id,
+                CAUSATION_ID_KEY: context.causation_id,
+                COMMAND_ID_KEY: str(context.command_id),
+            }
+            if context.actor is not None:
+                document[ACTOR_KEY] = context.actor
+            document[SCHEMA_VERSION_KEY] = schema_version
+            found = self._metadata[schema_version] = pydantic_core.to_json(document)
         return found
 
     def claim_event_ids(self, stream: str, count: int) -> list[uuid.UUID]:

@@ -23,7 +23,7 @@ from eventsourcing_cqrs.messages import Command, Metadata
 from eventsourcing_cqrs.repository import Repository
 from eventsourcing_cqrs.store.port import EventStore, RecordedEvent
 from eventsourcing_cqrs.testing.given import HandlerScenario
-from eventsourcing_cqrs.unit_of_work import CommandContext, derive_event_id
+from eventsourcing_cqrs.unit_of_work import CommandContext, UnitOfWork, derive_event_id
 from examples.bank import handlers, queries
 from examples.bank.account import Account, InsufficientFundsError
 from examples.bank.commands import CloseAccount, Deposit, OpenAccount, Withdraw
@@ -455,3 +455,19 @@ def test_metadata_defaults_when_saved_outside_a_command(
     accounts.save(account)
     recorded = stream_events(store, account.id)[0]
     assert registry.decode_metadata(recorded) == Metadata()
+
+
+@pytest.mark.parametrize("actor", [None, "alice", 'Zoë "the auditor"\n'])
+@pytest.mark.parametrize("schema_version", [1, 3])
+def test_a_unit_of_work_encodes_the_command_s_metadata_as_metadata_does(
+    actor: str | None, schema_version: int
+) -> None:
+    context = CommandContext(uuid.uuid4(), "Deposit", 'campaign "7"\t€', str(uuid.uuid4()), actor)
+    expected = context.metadata().model_copy(update={"schema_version": schema_version}).to_json()
+    assert UnitOfWork(context).metadata_json(schema_version) == expected
+
+
+def test_derived_event_ids_are_uuid5_of_the_command_id() -> None:
+    command_id, stream = uuid.uuid4(), "Account-é1"
+    for index in (0, 1, 12):
+        assert derive_event_id(command_id, stream, index) == uuid.uuid5(command_id, f"{stream}/{index}")
