@@ -256,7 +256,8 @@ class Repository(Generic[A]):
         decode = self._registry.decode
         allowed = self._event_classes
         replayed = aggregate._replayed
-        see = check.see if check is not None else None
+        # The check's next id, compared here: a method call only for the command's own events.
+        wanted = check.next_id if check is not None else None
         count = 0
         for recorded in records:
             if at_time is not None and recorded.recorded_at > at_time:
@@ -270,8 +271,10 @@ class Repository(Generic[A]):
                     event_type=recorded.type,
                 )
             replayed(event, recorded.revision)
-            if see is not None:
-                see(recorded)
+            if wanted is not None and recorded.id == wanted:
+                assert check is not None
+                check.see(recorded)
+                wanted = check.next_id
             count += 1
         return count
 
