@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from eventsourcing_cqrs.errors import StreamDeletedError, WrongExpectedVersionError
+from eventsourcing_cqrs.errors import StreamDeletedError, StreamNotFoundError, WrongExpectedVersionError
 from eventsourcing_cqrs.store.port import ExpectedVersion, StreamState
 
 #: EventStoreDB's event number of a tombstone record (and its "$tb" of a soft-deleted stream).
@@ -105,3 +105,20 @@ def decide(
     if wanted > cur:
         raise WrongExpectedVersionError(stream, expected, info.actual)
     return Write(undelete=info.soft_deleted)
+
+
+def check_delete(stream: str, expected: ExpectedVersion, info: StreamInfo, *, tombstone: bool) -> None:
+    """Raise unless ``stream`` may be soft-deleted (or, with ``tombstone``, tombstoned) now.
+
+    Both run the commit decision with one fresh id, as EventStoreDB does. A soft delete also
+    needs a stream with events: otherwise, like a version check against no stream, it reports
+    :class:`StreamNotFoundError` (esdbclient's reading of "actual version -1").
+    """
+    try:
+        decide(stream, expected, [uuid.uuid4()], info, {})
+    except WrongExpectedVersionError as exc:
+        if exc.actual is None and not tombstone:
+            raise StreamNotFoundError(stream) from None
+        raise
+    if info.last_revision < 0 and not tombstone:
+        raise StreamNotFoundError(stream)

@@ -20,7 +20,6 @@ import structlog
 from eventsourcing_cqrs.store.port import (
     CaughtUp,
     Checkpoint,
-    EventFilter,
     RecordedEvent,
     SubscriptionItem,
 )
@@ -65,20 +64,16 @@ class PollingSubscription:
         notifier: Notifier,
         *,
         from_position: int | None,
-        filter: EventFilter,
         checkpoint_interval: int,
         page_size: int = 500,
         poll_interval: float = 0.02,
-        on_close: Callable[[], None] | None = None,
     ) -> None:
         self._fetch = fetch
         self._notifier = notifier
         self._after = from_position or 0
-        self._filter = filter
         self._interval = max(1, checkpoint_interval)
         self._page_size = page_size
         self._poll_interval = poll_interval
-        self._on_close = on_close
         self._buffer: deque[SubscriptionItem] = deque()
         self._considered = 0
         self._highest_yielded = self._after
@@ -154,9 +149,6 @@ class PollingSubscription:
 
     def _close(self) -> None:
         self._buffer.clear()
-        if self._on_close is not None:
-            on_close, self._on_close = self._on_close, None
-            on_close()
 
     def __enter__(self) -> Self:
         return self

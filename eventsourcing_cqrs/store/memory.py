@@ -22,12 +22,12 @@ import structlog
 from eventsourcing_cqrs.errors import (
     StreamDeletedError,
     StreamNotFoundError,
-    WrongExpectedVersionError,
 )
 from eventsourcing_cqrs.store._commit import (
     DELETED_REVISION,
     AlreadyWritten,
     StreamInfo,
+    check_delete,
     decide,
 )
 from eventsourcing_cqrs.store._subscription import Notifier, PollingSubscription
@@ -76,7 +76,6 @@ class InMemoryEventStore:
         self._positions: list[int] = []
         self._streams: dict[str, _Stream] = {}
         self._notifier = Notifier()
-        self._closed = False
 
     def __repr__(self) -> str:
         return "InMemoryEventStore()"
@@ -145,14 +144,7 @@ class InMemoryEventStore:
         expected = validate_expected_version(expected_version)
         with self._lock:
             state = self._streams.get(name) or _Stream()
-            try:
-                decide(name, expected, [uuid.uuid4()], state.info(), {})
-            except WrongExpectedVersionError as exc:
-                if exc.actual is None:
-                    raise StreamNotFoundError(name) from None
-                raise
-            if state.last_revision < 0:
-                raise StreamNotFoundError(name)
+            check_delete(name, expected, state.info(), tombstone=False)
             state.visible_from = DELETED_REVISION
             self._write_metadata(name, {"$tb": DELETED_REVISION})
             self._notifier.notify()
@@ -163,7 +155,7 @@ class InMemoryEventStore:
         expected = validate_expected_version(expected_version)
         with self._lock:
             state = self._streams.setdefault(name, _Stream())
-            decide(name, expected, [uuid.uuid4()], state.info(), {})
+            check_delete(name, expected, state.info(), tombstone=True)
             self._record(state, name, NewEvent("$streamDeleted", b"", b""), DELETED_REVISION)
             state.tombstoned = True
             self._notifier.notify()
@@ -276,14 +268,13 @@ class InMemoryEventStore:
             fetch,
             self._notifier,
             from_position=from_position,
-            filter=predicate,
             checkpoint_interval=checkpoint_interval,
         )
 
     # -- lifetime -------------------------------------------------------------------------
 
     def close(self) -> None:
-        self._closed = True
+        """Nothing to release: the events live as long as this object."""
 
     def __enter__(self) -> Self:
         return self

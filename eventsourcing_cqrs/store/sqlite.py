@@ -41,12 +41,12 @@ from eventsourcing_cqrs.errors import (
     InvalidInputError,
     StreamDeletedError,
     StreamNotFoundError,
-    WrongExpectedVersionError,
 )
 from eventsourcing_cqrs.store._commit import (
     DELETED_REVISION,
     AlreadyWritten,
     StreamInfo,
+    check_delete,
     decide,
 )
 from eventsourcing_cqrs.store._subscription import Notifier, PollingSubscription
@@ -420,14 +420,14 @@ class SQLiteEventStore:
     # -- writing --------------------------------------------------------------------------
 
     @staticmethod
-    def _stream_info(connection: sqlite3.Connection, stream: str) -> tuple[StreamInfo, int]:
+    def _stream_info(connection: sqlite3.Connection, stream: str) -> StreamInfo:
         row = connection.execute(
             "SELECT last_revision, visible_from, tombstoned FROM streams WHERE name = ?", (stream,)
         ).fetchone()
         if row is None:
-            return StreamInfo(), 0
+            return StreamInfo()
         last, visible_from, tombstoned = row
-        return StreamInfo(last, visible_from == DELETED_REVISION, bool(tombstoned)), visible_from
+        return StreamInfo(last, visible_from == DELETED_REVISION, bool(tombstoned))
 
     def append(
         self,
@@ -478,7 +478,7 @@ class SQLiteEventStore:
             revision = len(new) - 1
             if connection.execute(_CLAIM_NEW, (name, revision)).rowcount:
                 return revision, self._insert(connection, self._rows(name, -1, new))
-        info, _ = self._stream_info(connection, name)
+        info = self._stream_info(connection, name)
         ids = [event.id for event in new]
         existing: dict[uuid.UUID, tuple[int, int]] = {}
         if ids and _may_be_repeated(expected, info.last_revision):
@@ -554,7 +554,7 @@ class SQLiteEventStore:
 
     def _write_metadata(self, connection: sqlite3.Connection, stream: str, metadata: dict[str, int]) -> None:
         meta_stream = "$$" + stream
-        info, _ = self._stream_info(connection, meta_stream)
+        info = self._stream_info(connection, meta_stream)
         revision = info.last_revision + 1
         data = json.dumps(metadata).encode()
         self._insert(
@@ -578,15 +578,8 @@ class SQLiteEventStore:
         name = StreamName(stream)
         expected = validate_expected_version(expected_version)
         with self._write(f"delete {name!r}") as connection:
-            info, _ = self._stream_info(connection, name)
-            try:
-                decide(name, expected, [uuid.uuid4()], info, {})
-            except WrongExpectedVersionError as exc:
-                if exc.actual is None:
-                    raise StreamNotFoundError(name) from None
-                raise
-            if info.last_revision < 0:
-                raise StreamNotFoundError(name)
+            info = self._stream_info(connection, name)
+            check_delete(name, expected, info, tombstone=False)
             self._write_metadata(connection, name, {"$tb": DELETED_REVISION})
             self._set_stream(connection, name, visible_from=DELETED_REVISION)
         self._notifier.notify()
@@ -596,8 +589,8 @@ class SQLiteEventStore:
         name = StreamName(stream)
         expected = validate_expected_version(expected_version)
         with self._write(f"tombstone {name!r}") as connection:
-            info, _ = self._stream_info(connection, name)
-            decide(name, expected, [uuid.uuid4()], info, {})
+            info = self._stream_info(connection, name)
+            check_delete(name, expected, info, tombstone=True)
             self._insert(
                 connection,
                 [
@@ -723,7 +716,7 @@ class SQLiteEventStore:
         name = StreamName(stream)
         connection = self._connect()
         with self._translate(f"read the version of {name!r}"):
-            info, _ = self._stream_info(connection, name)
+            info = self._stream_info(connection, name)
         if info.tombstoned:
             raise StreamDeletedError(name)
         if info.soft_deleted or info.last_revision < 0:
@@ -758,7 +751,6 @@ class SQLiteEventStore:
             fetch,
             self._notifier,
             from_position=from_position,
-            filter=predicate,
             checkpoint_interval=checkpoint_interval,
             poll_interval=self._poll_interval,
         )
