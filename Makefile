@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck format bench bench-full clean
+.PHONY: demo test check lint imports typecheck format bench bench-full clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 2; }
@@ -21,15 +21,19 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-## check: lint, format check and strict type check
-check: lint typecheck
+## check: lint, format check, the import rules and strict type check
+check: lint imports typecheck
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+## imports: the dependency rules between the packages (pyproject.toml, [tool.importlinter])
+imports: $(STAMP)
+	$(BIN)/lint-imports
+
 typecheck: $(STAMP)
-	$(BIN)/mypy eventsourcing_cqrs projections examples tests/typing
+	$(BIN)/mypy eventsourcing_cqrs projections escqrs tests/typing
 
 format: $(STAMP)
 	$(BIN)/ruff format .

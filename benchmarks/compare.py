@@ -3,7 +3,7 @@
 Run ``python benchmarks/compare.py`` (quick sizes, well under two minutes) or ``--full``. The same
 workloads run on
 
-* **ours** — the embedded :class:`~eventsourcing_cqrs.store.sqlite.SQLiteEventStore`, the bank
+* **ours** — the embedded :class:`~eventsourcing_cqrs.event_store.sqlite.SQLiteEventStore`, the bank
   example's ``Account`` through the :class:`~eventsourcing_cqrs.bus.CommandBus`, and the
   :class:`~projections.ProjectionRunner` into the SQLite read-model store;
 * **eventsourcing** — the library Python users would otherwise pick (9.x), with its SQLite
@@ -70,17 +70,17 @@ from eventsourcing.persistence import InfrastructureFactory, Tracking
 from eventsourcing.projection import Projection as EsProjection
 from eventsourcing.utils import Environment, get_topic
 
+from escqrs.examples.bank import handlers
+from escqrs.examples.bank.account import Account
+from escqrs.examples.bank.commands import Deposit, OpenAccount
+from escqrs.examples.bank.events import AccountOpened, MoneyDeposited, registry
+from escqrs.examples.bank.read_models import AccountList
 from eventsourcing_cqrs.bus import CommandBus
-from eventsourcing_cqrs.store import StreamState
-from eventsourcing_cqrs.store.sqlite import SQLiteEventStore
-from examples.bank import handlers
-from examples.bank.account import Account
-from examples.bank.commands import Deposit, OpenAccount
-from examples.bank.events import AccountOpened, MoneyDeposited, registry
-from examples.bank.read_models import AccountList
+from eventsourcing_cqrs.event_store import StreamState
+from eventsourcing_cqrs.event_store.sqlite import SQLiteEventStore
 from projections import ProjectionRunner
 from projections.errors import ProjectionNotFoundError
-from projections.stores import SQLiteReadModelStore
+from projections.read_model_store import SQLiteReadModelStore
 
 ROOT = Path(__file__).resolve().parent.parent
 AMOUNT = Decimal("1.25")
@@ -1151,7 +1151,7 @@ def profile(workload: str, directory: Path) -> None:
         return
     # Each sample goes to the innermost frame of our own code (eventsourcing_cqrs, projections,
     # examples): time in sqlite3, pydantic, json or the stdlib counts for the module that called it.
-    ours = ("eventsourcing_cqrs/", "projections/", "examples/")
+    ours = ("eventsourcing_cqrs/", "projections/", "escqrs/")
     by_module: dict[str, float] = {}
     stack: list[tuple[Any, str]] = [(root, "(outside our modules)")]
     while stack:

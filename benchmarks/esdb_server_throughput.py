@@ -17,8 +17,8 @@ from collections.abc import Callable
 import esdbclient
 import structlog
 
-from eventsourcing_cqrs.store.esdb import EsdbEventStore
-from eventsourcing_cqrs.store.port import CaughtUp, EventFilter, NewEvent, RecordedEvent, StreamState
+from eventsourcing_cqrs.event_store.esdb import EsdbEventStore
+from eventsourcing_cqrs.event_store.port import CaughtUp, EventFilter, NewEvent, RecordedEvent, StreamState
 from eventsourcing_cqrs.testing.esdb_server import EsdbTestServer
 
 PAYLOAD = json.dumps({"amount": 100, "note": "x" * 150}).encode()

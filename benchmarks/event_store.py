@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from eventsourcing_cqrs.store import CaughtUp, EventStore, NewEvent, RecordedEvent, StreamState
-from eventsourcing_cqrs.store.memory import InMemoryEventStore
-from eventsourcing_cqrs.store.sqlite import SQLiteEventStore
+from eventsourcing_cqrs.event_store import CaughtUp, EventStore, NewEvent, RecordedEvent, StreamState
+from eventsourcing_cqrs.event_store.memory import InMemoryEventStore
+from eventsourcing_cqrs.event_store.sqlite import SQLiteEventStore
 
 PAYLOAD = json.dumps({"account_id": "0123456789", "amount": "12.50", "balance": "1012.50"}).encode()
 

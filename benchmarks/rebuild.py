@@ -40,8 +40,8 @@ def _rss_mb() -> float:
 
 def seed(path: Path, count: int) -> float:
     """Write ``count`` bank events to a SQLite event store at ``path``; seconds taken."""
-    from eventsourcing_cqrs.store.port import NewEvent, StreamState  # noqa: PLC0415 - after sys.path
-    from eventsourcing_cqrs.store.sqlite import SQLiteEventStore  # noqa: PLC0415
+    from eventsourcing_cqrs.event_store.port import NewEvent, StreamState  # noqa: PLC0415 - after sys.path
+    from eventsourcing_cqrs.event_store.sqlite import SQLiteEventStore  # noqa: PLC0415
 
     started = time.perf_counter()
     store = SQLiteEventStore(path, durable=False)
@@ -81,11 +81,11 @@ def child(args: argparse.Namespace) -> None:
     """Run one rebuild in this process and print its measurements as JSON."""
     import structlog  # noqa: PLC0415
 
-    from eventsourcing_cqrs.store.sqlite import SQLiteEventStore  # noqa: PLC0415
-    from examples.bank.read_models import AccountDetail, AccountList, DailyTransactions  # noqa: PLC0415
+    from escqrs.examples.bank.read_models import AccountDetail, AccountList, DailyTransactions  # noqa: PLC0415
+    from eventsourcing_cqrs.event_store.sqlite import SQLiteEventStore  # noqa: PLC0415
     from projections import rebuild  # noqa: PLC0415
-    from projections.stores import ReadModelStore  # noqa: PLC0415
-    from projections.stores.sqlite import SQLiteReadModelStore  # noqa: PLC0415
+    from projections.read_model_store import ReadModelStore  # noqa: PLC0415
+    from projections.read_model_store.sqlite import SQLiteReadModelStore  # noqa: PLC0415
 
     # A benchmark is an application: it may silence the library's info logs.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
@@ -98,7 +98,7 @@ def child(args: argparse.Namespace) -> None:
     if args.child == "sqlite":
         store = SQLiteReadModelStore(Path(args.workdir) / f"views-{uuid.uuid4().hex[:8]}.db", durable=False)
     else:
-        from projections.stores.postgres import PostgresReadModelStore  # noqa: PLC0415
+        from projections.read_model_store.postgres import PostgresReadModelStore  # noqa: PLC0415
 
         schema = f"bench_{uuid.uuid4().hex[:10]}"
         store = PostgresReadModelStore(args.postgres, schema=schema)

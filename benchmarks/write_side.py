@@ -27,12 +27,12 @@ from pathlib import Path
 import pydantic
 import structlog
 
+from escqrs.examples.bank import handlers
+from escqrs.examples.bank.account import Account
+from escqrs.examples.bank.commands import Deposit, OpenAccount
 from eventsourcing_cqrs.bus import CommandBus
-from eventsourcing_cqrs.store import connect
-from eventsourcing_cqrs.store.port import EventStore
-from examples.bank import handlers
-from examples.bank.account import Account
-from examples.bank.commands import Deposit, OpenAccount
+from eventsourcing_cqrs.event_store import connect
+from eventsourcing_cqrs.event_store.port import EventStore
 
 
 def best_of(repeat: int, action: Callable[[], object]) -> float:

@@ -4,7 +4,7 @@ The write side at a glance: :class:`DomainEvent`, :class:`Command` and :class:`Q
 pydantic models; an :class:`Aggregate` decides and applies events; a :class:`Repository` loads
 and saves it with optimistic concurrency and snapshots; a :class:`CommandBus` runs handlers
 with correlation, authorization, retries and idempotency; a :class:`QueryBus` answers queries
-from read models. The event store port and its adapters live in :mod:`eventsourcing_cqrs.store`.
+from read models. The event store port and its adapters live in :mod:`eventsourcing_cqrs.event_store`.
 """
 
 from eventsourcing_cqrs.aggregate import Aggregate

@@ -41,8 +41,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel
 
 from eventsourcing_cqrs.errors import InvalidInputError
+from eventsourcing_cqrs.event_store.port import StreamName
 from eventsourcing_cqrs.messages import DomainEvent
-from eventsourcing_cqrs.store.port import StreamName
 
 __all__ = ["Aggregate", "event_classes_of"]
 

@@ -49,25 +49,23 @@ import dataclasses
 import enum
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
-from typing import Any, Literal, TextIO
+from typing import Any, Generic, Literal, TextIO, TypeVar
 
 import structlog
 from pydantic import BaseModel
 
-from eventsourcing_cqrs.aggregate import event_classes_of
-from eventsourcing_cqrs.app import AggregateSpec
+from eventsourcing_cqrs.aggregate import Aggregate, event_classes_of
 from eventsourcing_cqrs.errors import (
     CorruptEventError,
     InvalidInputError,
     StreamDeletedError,
     StreamNotFoundError,
 )
-from eventsourcing_cqrs.messages import ACTOR_KEY, COMMAND_ID_KEY, SCHEMA_VERSION_KEY
-from eventsourcing_cqrs.store.port import (
+from eventsourcing_cqrs.event_store.port import (
     CAUSATION_ID_KEY,
     CORRELATION_ID_KEY,
     EventFilter,
@@ -78,9 +76,13 @@ from eventsourcing_cqrs.store.port import (
     validate_position,
     validate_revision,
 )
+from eventsourcing_cqrs.messages import ACTOR_KEY, COMMAND_ID_KEY, SCHEMA_VERSION_KEY
+from eventsourcing_cqrs.repository import Repository
+from eventsourcing_cqrs.serialization import EventRegistry
 
 __all__ = [
     "EXPORT_COLUMNS",
+    "AggregateSpec",
     "AggregateState",
     "AuditEntry",
     "AuditTrail",
@@ -146,6 +148,57 @@ def jsonable(value: Any) -> Any:
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+A = TypeVar("A", bound=Aggregate[Any])
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateSpec(Generic[A]):
+    """One aggregate type of an application: its class, the registry decoding its events, and
+    how its state is shown by audit tools.
+
+    ``state`` turns an aggregate into the fields an auditor sees; by default they are the
+    aggregate's public instance attributes (those not starting with ``_``), or its snapshot
+    when it keeps its state in slots.
+    """
+
+    aggregate: type[A]
+    registry: EventRegistry | None = None
+    snapshot_every: int | None = None
+    state: Callable[[A], Mapping[str, Any]] | None = None
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.aggregate, type) and issubclass(self.aggregate, Aggregate)):
+            raise InvalidInputError("aggregate", self.aggregate, "give an Aggregate subclass")
+        category = getattr(self.aggregate, "category", None)
+        StreamName.for_aggregate(category or "", "x")  # a clear error for a missing or bad category
+        event_classes_of(self.aggregate)  # and for an aggregate without Aggregate[Events]
+
+    @property
+    def category(self) -> str:
+        """The stream category of this aggregate (``Account`` for ``Account-42``)."""
+        category: str = self.aggregate.category
+        return category
+
+    def repository(self, store: EventStore) -> Repository[A]:
+        """A repository of these aggregates in ``store``."""
+        return Repository(store, self.aggregate, self.registry, snapshot_every=self.snapshot_every)
+
+    def state_of(self, aggregate: A) -> dict[str, Any]:
+        """The fields an auditor sees of ``aggregate`` (Python values, not yet JSON)."""
+        if self.state is not None:
+            return dict(self.state(aggregate))
+        attributes = getattr(aggregate, "__dict__", None)
+        if attributes is not None:
+            return {name: value for name, value in attributes.items() if not name.startswith("_")}
+        if self.aggregate.snapshot_type is not None:
+            return dict(aggregate.snapshot())
+        raise InvalidInputError(
+            "aggregate",
+            self.aggregate.__name__,
+            "its state is not in public attributes; give AggregateSpec(state=...) to show it",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,7 +458,7 @@ class AuditTrail:
 
     ``aggregates`` are needed only for :meth:`state` and :meth:`diff`: they say which aggregate
     class owns a stream's category (usually ``app.aggregates`` of an
-    :class:`~eventsourcing_cqrs.app.AppSpec`).
+    :class:`~escqrs.app.AppSpec`).
     """
 
     def __init__(self, events: EventStore, aggregates: Iterable[AggregateSpec[Any]] = ()) -> None:

@@ -47,9 +47,9 @@ from eventsourcing_cqrs.errors import (
     InvalidInputError,
     WrongExpectedVersionError,
 )
+from eventsourcing_cqrs.event_store.port import CORRELATION_ID_KEY, AppendResult, RecordedEvent
 from eventsourcing_cqrs.messages import Command, Query
 from eventsourcing_cqrs.serialization import EventEnvelope
-from eventsourcing_cqrs.store.port import CORRELATION_ID_KEY, AppendResult, RecordedEvent
 from eventsourcing_cqrs.unit_of_work import (
     CommandAlreadyHandled,
     CommandContext,

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Generic, Self, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from eventsourcing_cqrs.errors import CommandValidationError
-from eventsourcing_cqrs.store.port import CAUSATION_ID_KEY, CORRELATION_ID_KEY
+from eventsourcing_cqrs.event_store.port import CAUSATION_ID_KEY, CORRELATION_ID_KEY
 
 __all__ = [
     "ACTOR_KEY",

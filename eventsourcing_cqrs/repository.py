@@ -45,9 +45,7 @@ from eventsourcing_cqrs.errors import (
     StreamNotFoundError,
     WrongExpectedVersionError,
 )
-from eventsourcing_cqrs.messages import Metadata
-from eventsourcing_cqrs.serialization import EventEnvelope, EventRegistry
-from eventsourcing_cqrs.store.port import (
+from eventsourcing_cqrs.event_store.port import (
     AppendResult,
     EventStore,
     NewEvent,
@@ -55,6 +53,8 @@ from eventsourcing_cqrs.store.port import (
     StreamName,
     StreamState,
 )
+from eventsourcing_cqrs.messages import Metadata
+from eventsourcing_cqrs.serialization import EventEnvelope, EventRegistry
 from eventsourcing_cqrs.unit_of_work import (
     CommandAlreadyHandled,
     UnitOfWork,

@@ -48,8 +48,8 @@ from eventsourcing_cqrs.errors import (
     UnknownEventTypeError,
     UpcastError,
 )
+from eventsourcing_cqrs.event_store.port import NewEvent, RecordedEvent
 from eventsourcing_cqrs.messages import SCHEMA_VERSION_KEY, DomainEvent, Metadata
-from eventsourcing_cqrs.store.port import NewEvent, RecordedEvent
 
 __all__ = ["EventEnvelope", "EventRegistry", "Upcaster"]
 

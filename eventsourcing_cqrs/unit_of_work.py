@@ -28,6 +28,7 @@ from hashlib import sha1
 import pydantic_core
 
 from eventsourcing_cqrs.errors import CQRSError, InvalidInputError
+from eventsourcing_cqrs.event_store.port import AppendResult
 from eventsourcing_cqrs.messages import (
     ACTOR_KEY,
     CAUSATION_ID_KEY,
@@ -36,7 +37,6 @@ from eventsourcing_cqrs.messages import (
     SCHEMA_VERSION_KEY,
     Metadata,
 )
-from eventsourcing_cqrs.store.port import AppendResult
 
 __all__ = [
     "CommandAlreadyHandled",

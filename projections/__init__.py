@@ -5,7 +5,7 @@
   per projection, retries with backoff, parking, graceful stop, blue/green rebuilds.
 * :func:`rebuild` — rebuild a read model from scratch beside the live one.
 * :func:`projection_status` and :func:`wait_for` — operations and read-your-writes.
-* :mod:`projections.stores` — the :class:`ReadModelStore` port and its memory, SQLite and
+* :mod:`projections.read_model_store` — the :class:`ReadModelStore` port and its memory, SQLite and
   PostgreSQL adapters.
 """
 
@@ -19,10 +19,7 @@ from projections.errors import (
     WaitTimeoutError,
 )
 from projections.projection import Backoff, EventContext, FailurePolicy, Projection
-from projections.rebuild import rebuild
-from projections.runner import ProjectionRunner, RunOutcome
-from projections.status import ProjectionStatus, projection_status, wait_for
-from projections.stores.port import (
+from projections.read_model_store.port import (
     ParkedEvent,
     ProjectionState,
     ReadModelStore,
@@ -32,6 +29,9 @@ from projections.stores.port import (
     TableSpec,
     UnitOfWork,
 )
+from projections.rebuild import rebuild
+from projections.runner import ProjectionRunner, RunOutcome
+from projections.status import ProjectionStatus, projection_status, wait_for
 
 __all__ = [
     "Backoff",

@@ -20,7 +20,7 @@ reads events it would ignore. ``name`` identifies the read model in the store: n
 it. Bump ``version`` whenever the handlers' logic changes; the runner then rebuilds the read
 model from the start of ``$all`` beside the live one (see :mod:`projections.rebuild`).
 
-Handlers may only write through the :class:`~projections.stores.port.UnitOfWork` they are
+Handlers may only write through the :class:`~projections.read_model_store.port.UnitOfWork` they are
 given, so that their writes commit with the checkpoint, and must be deterministic: a rebuild
 replays them over the same events.
 """
@@ -32,12 +32,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+from eventsourcing_cqrs.event_store.port import EventFilter, RecordedEvent
 from eventsourcing_cqrs.messages import DomainEvent, Metadata
 from eventsourcing_cqrs.serialization import EventRegistry
-from eventsourcing_cqrs.store.port import EventFilter, RecordedEvent
 from projections.errors import ProjectionDefinitionError
-from projections.stores._names import validate_projection_name
-from projections.stores.port import Table, TableSpec, UnitOfWork
+from projections.read_model_store._names import validate_projection_name
+from projections.read_model_store.port import Table, TableSpec, UnitOfWork
 
 __all__ = ["Backoff", "EventContext", "FailurePolicy", "Projection"]
 
@@ -116,7 +116,7 @@ class Projection:
     ``version``
         Bump it when the handlers change; the runner rebuilds the read model beside the live one.
     ``tables``
-        The document tables the handlers write (:class:`~projections.stores.port.TableSpec`).
+        The document tables the handlers write (:class:`~projections.read_model_store.port.TableSpec`).
     ``failure_policy``
         :attr:`FailurePolicy.STOP` (default) or :attr:`FailurePolicy.PARK`.
     ``backoff``

@@ -18,11 +18,11 @@ one is started for the same version. Progress is reported after every batch::
 
 from __future__ import annotations
 
-from eventsourcing_cqrs.store.port import EventReader
+from eventsourcing_cqrs.event_store.port import EventReader
 from projections._progress import Progress, ProgressCallback, RebuildReport
 from projections.projection import Projection
+from projections.read_model_store.port import ReadModelStore
 from projections.runner import ProjectionRunner
-from projections.stores.port import ReadModelStore
 
 __all__ = ["Progress", "ProgressCallback", "RebuildReport", "rebuild"]
 

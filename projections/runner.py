@@ -47,7 +47,7 @@ from eventsourcing_cqrs.errors import (
     EventStoreTimeoutError,
     EventStoreUnavailableError,
 )
-from eventsourcing_cqrs.store.port import CaughtUp, Checkpoint, EventFilter, EventReader, RecordedEvent
+from eventsourcing_cqrs.event_store.port import CaughtUp, Checkpoint, EventFilter, EventReader, RecordedEvent
 from projections._progress import ProgressCallback, ProgressTracker, RebuildReport
 from projections.errors import (
     GenerationChangedError,
@@ -59,8 +59,8 @@ from projections.errors import (
     ReadModelStoreUnavailableError,
 )
 from projections.projection import Backoff, FailurePolicy, Projection
+from projections.read_model_store.port import Generation, Lease, LeaseRole, ProjectionState, ReadModelStore
 from projections.status import ProjectionStatus, events_after, projection_status, wait_for
-from projections.stores.port import Generation, Lease, LeaseRole, ProjectionState, ReadModelStore
 
 __all__ = ["ProjectionRunner", "RunOutcome"]
 

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from eventsourcing_cqrs.store.port import EventFilter, EventReader, RecordedEvent, validate_position
+from eventsourcing_cqrs.event_store.port import EventFilter, EventReader, RecordedEvent, validate_position
 from projections.errors import WaitTimeoutError
 from projections.projection import Projection
-from projections.stores.port import LeaseRole, ProjectionState, ReadModelStore
+from projections.read_model_store.port import LeaseRole, ProjectionState, ReadModelStore
 
 __all__ = ["BuildingStatus", "ProjectionStatus", "events_after", "projection_status", "wait_for"]
 

@@ -35,7 +35,7 @@ from eventsourcing_cqrs.errors import (
     StreamNotFoundError,
     WrongExpectedVersionError,
 )
-from eventsourcing_cqrs.store.port import (
+from eventsourcing_cqrs.event_store.port import (
     CaughtUp,
     Checkpoint,
     EventFilter,

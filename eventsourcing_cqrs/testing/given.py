@@ -30,10 +30,10 @@ from typing import Any, Generic, Self, TypeVar
 
 from eventsourcing_cqrs.aggregate import Aggregate
 from eventsourcing_cqrs.bus import CommandBus, CommandResult
+from eventsourcing_cqrs.event_store.memory import InMemoryEventStore
+from eventsourcing_cqrs.event_store.port import EventStore, StreamState
 from eventsourcing_cqrs.messages import Command, DomainEvent
 from eventsourcing_cqrs.serialization import EventRegistry
-from eventsourcing_cqrs.store.memory import InMemoryEventStore
-from eventsourcing_cqrs.store.port import EventStore, StreamState
 
 __all__ = ["AggregateOutcome", "AggregateScenario", "HandlerOutcome", "HandlerScenario", "given"]
 

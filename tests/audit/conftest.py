@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from escqrs.examples.bank import handlers
+from escqrs.examples.bank.account import Account
 from eventsourcing_cqrs.bus import CommandBus
+from eventsourcing_cqrs.event_store import connect
+from eventsourcing_cqrs.event_store.port import EventStore
 from eventsourcing_cqrs.repository import Repository
-from eventsourcing_cqrs.store import connect
-from eventsourcing_cqrs.store.port import EventStore
 from eventsourcing_cqrs.testing.esdb_fixtures import EsdbEndpoint, esdb_server
-from examples.bank import handlers
-from examples.bank.account import Account
 
 __all__ = ["esdb_server"]
 

@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import pytest
 
-from eventsourcing_cqrs.app import AggregateSpec, AppSpec, load_app
+from escqrs import AggregateSpec, AppSpec, load_app
+from escqrs.examples.bank.account import Account
+from escqrs.examples.bank.app import bank
+from escqrs.examples.bank.events import registry
 from eventsourcing_cqrs.errors import InvalidInputError
 from eventsourcing_cqrs.serialization import EventRegistry
-from examples.bank.account import Account
-from examples.bank.app import bank
-from examples.bank.events import registry
 
 
 def test_load_app_finds_the_spec_named_by_module_and_attribute() -> None:
-    assert load_app("examples.bank.app:bank") is bank
+    assert load_app("escqrs.examples.bank.app:bank") is bank
 
 
 @pytest.mark.parametrize(
     ("reference", "reason"),
     [
-        ("examples.bank.app", "package.module:attribute"),
+        ("escqrs.examples.bank.app", "package.module:attribute"),
         ("no_such_module_here:app", "cannot be imported"),
-        ("examples.bank.app:nothing", "has no attribute 'nothing'"),
-        ("examples.bank.events:registry", "not an eventsourcing_cqrs AppSpec"),
+        ("escqrs.examples.bank.app:nothing", "has no attribute 'nothing'"),
+        ("escqrs.examples.bank.events:registry", "not an eventsourcing_cqrs AppSpec"),
     ],
 )
 def test_load_app_says_what_is_wrong_with_a_reference(reference: str, reason: str) -> None:

@@ -13,16 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from eventsourcing_cqrs.app import AggregateSpec
-from eventsourcing_cqrs.audit import EXPORT_COLUMNS, AuditTrail
+from escqrs.examples.bank.account import Account
+from escqrs.examples.bank.commands import Deposit, OpenAccount, Withdraw
+from escqrs.examples.bank.events import registry
+from eventsourcing_cqrs.audit import EXPORT_COLUMNS, AggregateSpec, AuditTrail
 from eventsourcing_cqrs.bus import CommandBus, CommandResult
 from eventsourcing_cqrs.errors import AggregateNotFoundError, InvalidInputError, StreamNotFoundError
+from eventsourcing_cqrs.event_store import connect
+from eventsourcing_cqrs.event_store.port import EventStore, NewEvent, StreamState
 from eventsourcing_cqrs.repository import Repository
-from eventsourcing_cqrs.store import connect
-from eventsourcing_cqrs.store.port import EventStore, NewEvent, StreamState
-from examples.bank.account import Account
-from examples.bank.commands import Deposit, OpenAccount, Withdraw
-from examples.bank.events import registry
 
 ACCOUNTS = (AggregateSpec(Account, registry, snapshot_every=3),)
 

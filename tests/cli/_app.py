@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-from eventsourcing_cqrs.app import AppSpec
-from examples.bank.app import bank
-from examples.bank.events import AccountOpened, MoneyDeposited, MoneyWithdrawn, registry
+from escqrs.app import AppSpec
+from escqrs.examples.bank.app import bank
+from escqrs.examples.bank.events import AccountOpened, MoneyDeposited, MoneyWithdrawn, registry
 from projections import Backoff, EventContext, FailurePolicy, Projection, TableSpec
 
 __all__ = ["BALANCES", "Balances", "app"]

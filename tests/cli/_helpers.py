@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from eventsourcing_cqrs.store import connect
-from eventsourcing_cqrs.store.port import EventFilter
+from eventsourcing_cqrs.event_store import connect
+from eventsourcing_cqrs.event_store.port import EventFilter
 
 __all__ = ["COMMAND", "Backend", "environment", "escqrs", "newest_account", "ok", "start_escqrs"]
 
 _SCRIPT = Path(sys.executable).with_name("escqrs")
 #: The console script when it is installed beside this interpreter, else the module.
-COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "eventsourcing_cqrs.cli"]
+COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "escqrs.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 
 

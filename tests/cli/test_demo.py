@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from cli._helpers import escqrs, ok
-from eventsourcing_cqrs.store import connect
-from eventsourcing_cqrs.store.port import EventFilter
+from eventsourcing_cqrs.event_store import connect
+from eventsourcing_cqrs.event_store.port import EventFilter
 
 
 def test_demo_runs_the_bank_end_to_end_on_a_temporary_store_and_leaves_nothing_behind(tmp_path: Path) -> None:

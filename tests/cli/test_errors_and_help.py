@@ -11,8 +11,8 @@ import structlog
 from typer.testing import CliRunner
 
 from cli._helpers import escqrs
-from eventsourcing_cqrs._cli._common import redacted, settings
-from eventsourcing_cqrs.cli import app
+from escqrs._cli._common import redacted, settings
+from escqrs.cli import app
 
 
 def test_a_failure_is_one_line_on_stderr_with_exit_code_1() -> None:

@@ -18,11 +18,11 @@ import pytest
 
 from cli._app import BALANCES, Balances
 from cli._helpers import Backend, escqrs, ok, start_escqrs
+from escqrs.examples.bank import handlers
+from escqrs.examples.bank.commands import Deposit, OpenAccount
 from eventsourcing_cqrs.bus import CommandBus
-from eventsourcing_cqrs.store import connect
-from examples.bank import handlers
-from examples.bank.commands import Deposit, OpenAccount
-from projections.stores import connect as connect_read_models
+from eventsourcing_cqrs.event_store import connect
+from projections.read_model_store import connect as connect_read_models
 
 APP = "cli._app:app"
 

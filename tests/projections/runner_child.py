@@ -13,10 +13,10 @@ import sys
 
 import structlog
 
-from eventsourcing_cqrs.store.sqlite import SQLiteEventStore
-from eventsourcing_cqrs.testing.read_model_contracts import Tally
+from eventsourcing_cqrs.event_store.sqlite import SQLiteEventStore
 from projections import ProjectionRunner
-from projections.stores import connect
+from projections.read_model_store import connect
+from projections.testing.contracts import Tally
 
 
 def main() -> int:

@@ -10,12 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from eventsourcing_cqrs.bus import CommandBus, QueryBus
-from eventsourcing_cqrs.store.memory import InMemoryEventStore
-from examples.bank import handlers
-from examples.bank.commands import CloseAccount, Deposit, OpenAccount, Withdraw
-from examples.bank.queries import AccountSummary, GetAccount, ListAccounts
-from examples.bank.read_models import (
+from escqrs.examples.bank import handlers
+from escqrs.examples.bank.commands import CloseAccount, Deposit, OpenAccount, Withdraw
+from escqrs.examples.bank.queries import AccountSummary, GetAccount, ListAccounts
+from escqrs.examples.bank.read_models import (
     AccountList,
     GetAccountDetail,
     GetDailyReport,
@@ -23,8 +21,10 @@ from examples.bank.read_models import (
     bank_projections,
     register,
 )
+from eventsourcing_cqrs.bus import CommandBus, QueryBus
+from eventsourcing_cqrs.event_store.memory import InMemoryEventStore
 from projections import ProjectionRunner
-from projections.stores import InMemoryReadModelStore, ReadModelStore, SQLiteReadModelStore
+from projections.read_model_store import InMemoryReadModelStore, ReadModelStore, SQLiteReadModelStore
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -35,7 +35,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReadModelS
     elif request.param == "sqlite":
         views = SQLiteReadModelStore(tmp_path / "views.db", durable=False)
     else:
-        from projections.stores.postgres import PostgresReadModelStore  # noqa: PLC0415 - optional extra
+        from projections.read_model_store.postgres import PostgresReadModelStore  # noqa: PLC0415 - optional extra
 
         uri = request.getfixturevalue("postgres_uri")
         views = PostgresReadModelStore(uri, schema=request.getfixturevalue("postgres_schema"))

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from eventsourcing_cqrs.errors import InvalidInputError
-from projections.stores._documents import (
+from projections.read_model_store._documents import (
     copy_document,
     decode_document,
     encode_document,

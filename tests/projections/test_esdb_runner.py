@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from eventsourcing_cqrs.store import connect
-from eventsourcing_cqrs.store.port import EventStore
+from eventsourcing_cqrs.event_store import connect
+from eventsourcing_cqrs.event_store.port import EventStore
 from eventsourcing_cqrs.testing.esdb_server import EsdbTestServer
-from eventsourcing_cqrs.testing.read_model_contracts import ProjectionRunnerContract, ReadModelStoreFactory
-from projections.stores.sqlite import SQLiteReadModelStore
+from projections.read_model_store.sqlite import SQLiteReadModelStore
+from projections.testing.contracts import ProjectionRunnerContract, ReadModelStoreFactory
 
 
 @pytest.fixture(scope="module")

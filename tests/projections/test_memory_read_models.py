@@ -2,12 +2,12 @@
 
 import pytest
 
-from eventsourcing_cqrs.testing.read_model_contracts import (
+from projections.read_model_store.memory import InMemoryReadModelStore
+from projections.testing.contracts import (
     ProjectionRunnerContract,
     ReadModelStoreContract,
     ReadModelStoreFactory,
 )
-from projections.stores.memory import InMemoryReadModelStore
 
 
 class TestInMemoryReadModelStore(ReadModelStoreContract):

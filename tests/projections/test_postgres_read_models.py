@@ -4,12 +4,12 @@ import functools
 
 import pytest
 
-from eventsourcing_cqrs.testing.read_model_contracts import (
+from projections.read_model_store.postgres import PostgresReadModelStore
+from projections.testing.contracts import (
     ProjectionRunnerContract,
     ReadModelStoreContract,
     ReadModelStoreFactory,
 )
-from projections.stores.postgres import PostgresReadModelStore
 
 pytestmark = pytest.mark.postgres
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from escqrs.examples.bank.events import AccountClosed, AccountOpened, MoneyDeposited
 from eventsourcing_cqrs.errors import CorruptEventError
+from eventsourcing_cqrs.event_store.memory import InMemoryEventStore
+from eventsourcing_cqrs.event_store.port import NewEvent, RecordedEvent, StreamState
 from eventsourcing_cqrs.serialization import EventRegistry
-from eventsourcing_cqrs.store.memory import InMemoryEventStore
-from eventsourcing_cqrs.store.port import NewEvent, RecordedEvent, StreamState
-from eventsourcing_cqrs.testing.read_model_contracts import Tally, append_tallied
-from examples.bank.events import AccountClosed, AccountOpened, MoneyDeposited
 from projections import (
     Backoff,
     EventContext,
@@ -20,7 +19,8 @@ from projections import (
     TableSpec,
 )
 from projections.errors import InvalidNameError, ProjectionDefinitionError
-from projections.stores import InMemoryReadModelStore
+from projections.read_model_store import InMemoryReadModelStore
+from projections.testing.contracts import Tally, append_tallied
 
 
 class Opened(Projection):

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from eventsourcing_cqrs.store.sqlite import SQLiteEventStore
-from eventsourcing_cqrs.testing.read_model_contracts import Tally, append_tallied, read_model_snapshot
+from eventsourcing_cqrs.event_store.sqlite import SQLiteEventStore
 from projections import ProjectionRunner, ProjectionState, rebuild, wait_for
-from projections.stores import ReadModelStore, connect
-from projections.stores.port import LeaseRole
+from projections.read_model_store import ReadModelStore, connect
+from projections.read_model_store.port import LeaseRole
+from projections.testing.contracts import Tally, append_tallied, read_model_snapshot
 
 CHILD = Path(__file__).with_name("runner_child.py")
 ROOT = Path(__file__).resolve().parents[2]

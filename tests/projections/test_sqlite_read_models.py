@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from eventsourcing_cqrs.store.memory import InMemoryEventStore
-from eventsourcing_cqrs.testing.read_model_contracts import (
+from eventsourcing_cqrs.event_store.memory import InMemoryEventStore
+from projections import Backoff, ProjectionRunner
+from projections.errors import ReadModelStoreLockedError
+from projections.read_model_store.sqlite import SQLiteReadModelStore
+from projections.testing.contracts import (
     ProjectionRunnerContract,
     ReadModelStoreContract,
     ReadModelStoreFactory,
     Tally,
     append_tallied,
 )
-from projections import Backoff, ProjectionRunner
-from projections.errors import ReadModelStoreLockedError
-from projections.stores.sqlite import SQLiteReadModelStore
 
 
 class TestSQLiteReadModelStore(ReadModelStoreContract):

@@ -15,8 +15,8 @@ from eventsourcing_cqrs.errors import (
     EventStoreUnavailableError,
     InvalidInputError,
 )
-from eventsourcing_cqrs.store.esdb import EsdbEventStore
-from eventsourcing_cqrs.store.port import (
+from eventsourcing_cqrs.event_store.esdb import EsdbEventStore
+from eventsourcing_cqrs.event_store.port import (
     EventFilter,
     RecordedEvent,
     StreamState,

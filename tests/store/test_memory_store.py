@@ -2,7 +2,7 @@
 
 import pytest
 
-from eventsourcing_cqrs.store.memory import InMemoryEventStore
+from eventsourcing_cqrs.event_store.memory import InMemoryEventStore
 from eventsourcing_cqrs.testing.contracts import EventStoreContract, StoreFactory
 
 

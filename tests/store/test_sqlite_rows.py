@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from eventsourcing_cqrs.store import sqlite
-from eventsourcing_cqrs.store.port import RecordedEvent
+from eventsourcing_cqrs.event_store import sqlite
+from eventsourcing_cqrs.event_store.port import RecordedEvent
 
 ROWS = [
     (1, "Account-1", 0, uuid.uuid4().bytes, "Opened", b'{"a":1}', b"", "application/json", 0),

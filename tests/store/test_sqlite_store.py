@@ -12,8 +12,8 @@ from eventsourcing_cqrs.errors import (
     EventStoreUnavailableError,
     InvalidInputError,
 )
-from eventsourcing_cqrs.store import StreamState, connect
-from eventsourcing_cqrs.store.sqlite import SQLiteEventStore
+from eventsourcing_cqrs.event_store import StreamState, connect
+from eventsourcing_cqrs.event_store.sqlite import SQLiteEventStore
 from eventsourcing_cqrs.testing.contracts import EventStoreContract, StoreFactory, new_events
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import assert_type
 
+from escqrs.examples.bank.events import AccountOpened, MoneyDeposited
+from escqrs.examples.bank.queries import AccountSummary, GetAccount
+from escqrs.examples.bank.read_models import AccountDetailView, GetAccountDetail, register
 from eventsourcing_cqrs.bus import QueryBus
-from eventsourcing_cqrs.store import connect
-from eventsourcing_cqrs.store.port import RecordedEvent
-from examples.bank.events import AccountOpened, MoneyDeposited
-from examples.bank.queries import AccountSummary, GetAccount
-from examples.bank.read_models import AccountDetailView, GetAccountDetail, register
+from eventsourcing_cqrs.event_store import connect
+from eventsourcing_cqrs.event_store.port import RecordedEvent
 from projections import (
     EventContext,
     Progress,
@@ -27,8 +27,8 @@ from projections import (
     projection_status,
     rebuild,
 )
-from projections.stores import Document, ReadModelStore
-from projections.stores import connect as connect_read_models
+from projections.read_model_store import Document, ReadModelStore
+from projections.read_model_store import connect as connect_read_models
 
 
 class Owners(Projection):

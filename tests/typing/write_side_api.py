@@ -10,19 +10,19 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import ClassVar, assert_type
 
+from escqrs.examples.bank.account import Account, InsufficientFundsError
+from escqrs.examples.bank.commands import Deposit, OpenAccount
+from escqrs.examples.bank.events import AccountEvent, MoneyDeposited, registry
+from escqrs.examples.bank.handlers import account_repository
+from escqrs.examples.bank.queries import AccountSummaries, AccountSummary, GetAccount, ListAccounts
 from eventsourcing_cqrs.aggregate import Aggregate
 from eventsourcing_cqrs.bus import Authorize, CommandBus, CommandResult, QueryBus, RetryPolicy
+from eventsourcing_cqrs.event_store import connect
+from eventsourcing_cqrs.event_store.port import AppendResult, NewEvent, RecordedEvent
 from eventsourcing_cqrs.messages import DomainEvent, Metadata
 from eventsourcing_cqrs.repository import Repository
 from eventsourcing_cqrs.serialization import EventEnvelope, EventRegistry
-from eventsourcing_cqrs.store import connect
-from eventsourcing_cqrs.store.port import AppendResult, NewEvent, RecordedEvent
 from eventsourcing_cqrs.testing.given import given
-from examples.bank.account import Account, InsufficientFundsError
-from examples.bank.commands import Deposit, OpenAccount
-from examples.bank.events import AccountEvent, MoneyDeposited, registry
-from examples.bank.handlers import account_repository
-from examples.bank.queries import AccountSummaries, AccountSummary, GetAccount, ListAccounts
 
 
 def repositories_are_generic_in_their_aggregate() -> None:

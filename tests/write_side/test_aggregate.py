@@ -7,23 +7,23 @@ from typing import ClassVar
 
 import pytest
 
-from eventsourcing_cqrs.aggregate import Aggregate, event_classes_of
-from eventsourcing_cqrs.errors import InvalidInputError
-from eventsourcing_cqrs.messages import DomainEvent
-from eventsourcing_cqrs.testing.given import given
-from examples.bank.account import (
+from escqrs.examples.bank.account import (
     Account,
     AccountClosedError,
     AccountNotEmptyError,
     InsufficientFundsError,
     InvalidAmountError,
 )
-from examples.bank.events import (
+from escqrs.examples.bank.events import (
     AccountClosed,
     AccountOpened,
     MoneyDeposited,
     MoneyWithdrawn,
 )
+from eventsourcing_cqrs.aggregate import Aggregate, event_classes_of
+from eventsourcing_cqrs.errors import InvalidInputError
+from eventsourcing_cqrs.messages import DomainEvent
+from eventsourcing_cqrs.testing.given import given
 
 OPENED = AccountOpened(account_id="7", owner="Ann")
 FUNDED = MoneyDeposited(account_id="7", amount=Decimal("10.00"), balance=Decimal("10.00"))

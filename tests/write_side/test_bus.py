@@ -11,6 +11,11 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from escqrs.examples.bank import handlers, queries
+from escqrs.examples.bank.account import Account, InsufficientFundsError
+from escqrs.examples.bank.commands import CloseAccount, Deposit, OpenAccount, Withdraw
+from escqrs.examples.bank.events import AccountClosed, AccountOpened, MoneyDeposited, MoneyWithdrawn, registry
+from escqrs.examples.bank.handlers import account_repository
 from eventsourcing_cqrs.bus import Authorize, CommandBus, CommandResult, QueryBus, RetryPolicy
 from eventsourcing_cqrs.errors import (
     AuthorizationError,
@@ -19,16 +24,11 @@ from eventsourcing_cqrs.errors import (
     HandlerNotFoundError,
     InvalidInputError,
 )
+from eventsourcing_cqrs.event_store.port import EventStore, RecordedEvent
 from eventsourcing_cqrs.messages import Command, Metadata
 from eventsourcing_cqrs.repository import Repository
-from eventsourcing_cqrs.store.port import EventStore, RecordedEvent
 from eventsourcing_cqrs.testing.given import HandlerScenario
 from eventsourcing_cqrs.unit_of_work import CommandContext, UnitOfWork, derive_event_id
-from examples.bank import handlers, queries
-from examples.bank.account import Account, InsufficientFundsError
-from examples.bank.commands import CloseAccount, Deposit, OpenAccount, Withdraw
-from examples.bank.events import AccountClosed, AccountOpened, MoneyDeposited, MoneyWithdrawn, registry
-from examples.bank.handlers import account_repository
 
 
 def new_id() -> str:

@@ -10,13 +10,13 @@ from decimal import Decimal
 
 import pytest
 
+from escqrs.examples.bank import handlers
+from escqrs.examples.bank.account import InsufficientFundsError
+from escqrs.examples.bank.commands import Deposit, OpenAccount, Withdraw
 from eventsourcing_cqrs.bus import CommandBus
+from eventsourcing_cqrs.event_store.esdb import EsdbEventStore
 from eventsourcing_cqrs.repository import SNAPSHOT_EVENT_TYPE
-from eventsourcing_cqrs.store.esdb import EsdbEventStore
 from eventsourcing_cqrs.testing.esdb_fixtures import EsdbEndpoint, esdb_server
-from examples.bank import handlers
-from examples.bank.account import InsufficientFundsError
-from examples.bank.commands import Deposit, OpenAccount, Withdraw
 
 __all__ = ["esdb_server"]
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from escqrs.examples.bank import handlers
+from escqrs.examples.bank.commands import Deposit, OpenAccount
 from eventsourcing_cqrs.bus import CommandBus, RetryPolicy
-from eventsourcing_cqrs.store import connect
-from examples.bank import handlers
-from examples.bank.commands import Deposit, OpenAccount
+from eventsourcing_cqrs.event_store import connect
 
 THREADS = 8
 DEPOSITS_PER_THREAD = 250

@@ -12,6 +12,9 @@ from typing import ClassVar
 import pytest
 from structlog.testing import capture_logs
 
+from escqrs.examples.bank.account import Account
+from escqrs.examples.bank.events import registry
+from escqrs.examples.bank.handlers import account_repository
 from eventsourcing_cqrs.aggregate import Aggregate
 from eventsourcing_cqrs.errors import (
     AggregateAlreadyExistsError,
@@ -22,13 +25,10 @@ from eventsourcing_cqrs.errors import (
     UpcastError,
     WrongExpectedVersionError,
 )
+from eventsourcing_cqrs.event_store.port import EventStore, NewEvent, StreamState
 from eventsourcing_cqrs.messages import DomainEvent
 from eventsourcing_cqrs.repository import SNAPSHOT_EVENT_TYPE, Repository
 from eventsourcing_cqrs.serialization import EventRegistry
-from eventsourcing_cqrs.store.port import EventStore, NewEvent, StreamState
-from examples.bank.account import Account
-from examples.bank.events import registry
-from examples.bank.handlers import account_repository
 
 
 def new_id() -> str:

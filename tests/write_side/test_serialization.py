@@ -10,16 +10,16 @@ from typing import Any, ClassVar
 
 import pytest
 
+from escqrs.examples.bank.events import AccountOpened, MoneyDeposited, registry
 from eventsourcing_cqrs.errors import (
     CorruptEventError,
     InvalidInputError,
     UnknownEventTypeError,
     UpcastError,
 )
+from eventsourcing_cqrs.event_store.port import NewEvent, RecordedEvent
 from eventsourcing_cqrs.messages import DomainEvent, Metadata
 from eventsourcing_cqrs.serialization import EventRegistry
-from eventsourcing_cqrs.store.port import NewEvent, RecordedEvent
-from examples.bank.events import AccountOpened, MoneyDeposited, registry
 
 
 def recorded(new: NewEvent, stream: str = "Account-1", revision: int = 7) -> RecordedEvent:

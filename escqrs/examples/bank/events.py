@@ -1,0 +1,76 @@
+"""The bank's events: what is stored in the ``Account-{id}`` streams.
+
+Amounts are :class:`~decimal.Decimal` and stored as JSON strings (``"12.50"``), so they round-trip
+exactly. ``balance`` on deposits and withdrawals is the balance *after* the movement, so a read
+model can show a balance without summing history.
+
+The read side decodes these with :data:`registry`::
+
+    from escqrs.examples.bank.events import registry
+    event = registry.decode(recorded)   # AccountOpened | MoneyDeposited | ...
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import ClassVar
+
+from eventsourcing_cqrs.messages import DomainEvent
+from eventsourcing_cqrs.serialization import EventRegistry
+
+__all__ = [
+    "CATEGORY",
+    "AccountClosed",
+    "AccountEvent",
+    "AccountOpened",
+    "MoneyDeposited",
+    "MoneyWithdrawn",
+    "registry",
+]
+
+#: The stream category of accounts: account ``42`` lives in stream ``Account-42``.
+CATEGORY = "Account"
+
+
+class AccountOpened(DomainEvent):
+    """An account was opened for ``owner``, with a zero balance."""
+
+    event_type: ClassVar[str] = "AccountOpened"
+
+    account_id: str
+    owner: str
+
+
+class MoneyDeposited(DomainEvent):
+    """``amount`` was paid in; ``balance`` is the balance after the deposit."""
+
+    event_type: ClassVar[str] = "MoneyDeposited"
+
+    account_id: str
+    amount: Decimal
+    balance: Decimal
+
+
+class MoneyWithdrawn(DomainEvent):
+    """``amount`` was paid out; ``balance`` is the balance after the withdrawal."""
+
+    event_type: ClassVar[str] = "MoneyWithdrawn"
+
+    account_id: str
+    amount: Decimal
+    balance: Decimal
+
+
+class AccountClosed(DomainEvent):
+    """The account was closed; it accepts no further movements."""
+
+    event_type: ClassVar[str] = "AccountClosed"
+
+    account_id: str
+
+
+#: Every event an ``Account`` stream may hold.
+AccountEvent = AccountOpened | MoneyDeposited | MoneyWithdrawn | AccountClosed
+
+#: The registry that encodes and decodes the bank's events.
+registry = EventRegistry([AccountOpened, MoneyDeposited, MoneyWithdrawn, AccountClosed])

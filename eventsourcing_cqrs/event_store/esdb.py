@@ -1,0 +1,734 @@
+"""The event store port over EventStoreDB, through esdbclient's gRPC client.
+
+This is the only module that imports esdbclient. It maps the port onto EventStoreDB calls:
+
+* Expected versions map one to one (``STREAM_EXISTS`` is esdbclient's ``EXISTS``). Appends use
+  BatchAppend, so a tombstoned stream reports ``StreamIsDeleted`` (Append would report a bare
+  ``FailedPrecondition``). esdbclient returns only the commit position of an append; the
+  revision is ``expected + len(events)`` for an exact expected version and is read back from
+  ``$all`` at that position otherwise (one more call).
+* Errors are translated in one place, :meth:`EsdbEventStore._translated`: wrong expected
+  version (actual revision parsed from the server's message), not found, deleted, deadline
+  exceeded (:class:`~eventsourcing_cqrs.errors.EventStoreTimeoutError`), unavailable
+  (:class:`~eventsourcing_cqrs.errors.EventStoreUnavailableError`), anything else as
+  :class:`~eventsourcing_cqrs.errors.EventStoreError`.
+* :class:`~eventsourcing_cqrs.event_store.port.EventFilter` becomes one server-side regex. EventStoreDB
+  filters on event type *or* stream name, never both, so a stream-name filter that excludes
+  system events drops ``$``-typed events on the client side.
+* Subscriptions run esdbclient's catch-up subscription on a background thread that feeds a
+  bounded queue. esdbclient does not resubscribe by itself: when the call drops (server
+  restart, network loss, ``ConsumerTooSlow``) the thread resubscribes after the last position it
+  delivered, with backoff, so that nothing is lost or doubled.
+
+TLS, certificates and credentials come from the connection string
+(``esdb://user:pass@host:2113?Tls=true&tlsCAFile=...``). The connection string is never logged
+nor put in an exception message: only the host list is.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import sys
+import threading
+import weakref
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Final, Self, cast
+from urllib.parse import urlsplit
+
+import esdbclient
+import grpc
+import structlog
+from esdbclient.common import AbstractCatchupSubscription, AbstractReadResponse
+from esdbclient.exceptions import (
+    AbortedByServer,
+    DeadlineExceeded,
+    EventStoreDBClientException,
+    GrpcError,
+    InternalError,
+    MaximumAppendSizeExceededError,
+    NotFound,
+    ServiceUnavailable,
+    StreamIsDeleted,
+    WrongCurrentVersion,
+)
+
+from eventsourcing_cqrs.errors import (
+    EventStoreError,
+    EventStoreTimeoutError,
+    EventStoreUnavailableError,
+    InvalidInputError,
+    StreamDeletedError,
+    StreamNotFoundError,
+    WrongExpectedVersionError,
+)
+from eventsourcing_cqrs.event_store.port import (
+    DEFAULT_FILTER,
+    AppendResult,
+    CaughtUp,
+    Checkpoint,
+    EventFilter,
+    ExpectedVersion,
+    NewEvent,
+    RecordedEvent,
+    StreamName,
+    StreamState,
+    SubscriptionItem,
+    validate_events,
+    validate_expected_version,
+    validate_limit,
+    validate_position,
+    validate_revision,
+)
+
+__all__ = ["EsdbEventStore", "EsdbSubscription"]
+
+logger = structlog.get_logger(__name__)
+
+_MAX_WINDOW: Final = 32
+_MIN_EXACT_WINDOW: Final = 8
+_FIRST_RETRY_DELAY: Final = 0.1
+_MAX_RETRY_DELAY: Final = 2.0
+_QUEUE_FULL_WAIT: Final = 0.5
+_RETRYABLE_CODES: Final = frozenset(
+    {grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
+)
+_LAST_REVISION = re.compile(r"Stream position of last event is (\d+)")
+_ACTUAL_VERSION = re.compile(r"Actual version: (-?\d+)")
+_EPOCH: Final = datetime.fromtimestamp(0, UTC)
+
+
+def _esdb_version(expected: ExpectedVersion) -> int | esdbclient.StreamState:
+    if expected is StreamState.ANY:
+        return esdbclient.StreamState.ANY
+    if expected is StreamState.NO_STREAM:
+        return esdbclient.StreamState.NO_STREAM
+    if expected is StreamState.STREAM_EXISTS:
+        return esdbclient.StreamState.EXISTS
+    assert isinstance(expected, int)
+    return expected
+
+
+def _actual_revision(message: str) -> int | None:
+    """The stream's last revision as the server's wrong-expected-version message gives it."""
+    found = _LAST_REVISION.search(message) or _ACTUAL_VERSION.search(message)
+    if found is None:
+        return None
+    revision = int(found.group(1))
+    return revision if revision >= 0 else None
+
+
+def _recorded(event: esdbclient.RecordedEvent) -> RecordedEvent:
+    assert event.commit_position is not None, "EventStoreDB 22.10+ always sends positions"
+    return RecordedEvent(
+        id=event.id,
+        type=event.type,
+        data=event.data,
+        metadata=event.metadata,
+        stream=event.stream_name,
+        revision=event.stream_position,
+        position=event.commit_position,
+        # esdbclient leaves it unset only when the server omits "created"; 24.x never does.
+        recorded_at=event.recorded_at or _EPOCH,
+        content_type=event.content_type,
+    )
+
+
+def _redacted_targets(uri: str) -> str:
+    """``scheme://host:port,...`` without credentials or options, safe to log."""
+    parts = urlsplit(uri)
+    hosts = parts.netloc.rsplit("@", 1)[-1]
+    return f"{parts.scheme}://{hosts}"
+
+
+@dataclass(frozen=True, slots=True)
+class _ServerFilter:
+    """An EventFilter as esdbclient's filter arguments, plus what must be dropped client-side."""
+
+    include: tuple[str, ...]
+    by_stream_name: bool
+    drop_system_events: bool
+
+    @classmethod
+    def of(cls, event_filter: EventFilter) -> _ServerFilter:
+        # esdbclient wraps the include patterns as "^" + "|".join(patterns) + "$": give exactly
+        # one pattern so that the wrapping anchors all of it.
+        if event_filter.regex is not None:
+            pattern = f".*?(?:{event_filter.regex}).*"
+        elif event_filter.prefixes:
+            pattern = "(?:" + "|".join(re.escape(p) for p in event_filter.prefixes) + ").*"
+        else:
+            pattern = ".*"
+        by_stream_name = event_filter.by == "stream_name"
+        exclude_system = not event_filter.include_system_events
+        if exclude_system and not by_stream_name:
+            pattern = r"(?!\$)" + pattern
+        return cls((pattern,), by_stream_name, exclude_system and by_stream_name)
+
+    def passes(self, event: esdbclient.RecordedEvent) -> bool:
+        return not (self.drop_system_events and event.type.startswith("$"))
+
+
+def _window(checkpoint_interval: int) -> tuple[int, int]:
+    """EventStoreDB's (window size, multiplier) whose product is at most ``checkpoint_interval``."""
+    interval = max(1, checkpoint_interval)
+    for window in range(min(interval, _MAX_WINDOW), _MIN_EXACT_WINDOW - 1, -1):
+        if interval % window == 0:
+            return window, interval // window
+    window = min(interval, _MAX_WINDOW)
+    return window, interval // window
+
+
+def _is_retryable(exc: Exception) -> bool:
+    if isinstance(exc, ServiceUnavailable | AbortedByServer | InternalError):
+        return True
+    if isinstance(exc, GrpcError) and exc.args and isinstance(exc.args[0], grpc.RpcError):
+        rpc_error = exc.args[0]
+        code = rpc_error.code() if isinstance(rpc_error, grpc.Call) else None
+        return code in _RETRYABLE_CODES
+    return False
+
+
+class EsdbEventStore:
+    """The event store port on EventStoreDB (single node or cluster), via esdbclient.
+
+    ``uri`` is an esdbclient connection string, e.g. ``esdb://localhost:2113?Tls=false`` or
+    ``esdb+discover://admin:changeit@cluster.local:2113?tlsCAFile=ca.crt``. ``timeout`` is the
+    deadline in seconds for each write and each point read (``stream_version``,
+    ``head_position``, the first page of ``read_stream``); streaming reads and subscriptions
+    have none. Without it, writes use the URI's ``DefaultDeadline``, if any. esdbclient retries
+    a call that timed out (nested retries: up to four attempts for an append, 0.1 s apart), so
+    :class:`~eventsourcing_cqrs.errors.EventStoreTimeoutError` arrives after about
+    ``4 * timeout + 0.3`` seconds; the retries are safe because appends are idempotent.
+
+    It is thread-safe: one gRPC channel serves every thread and subscription.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        timeout: float | None = None,
+        subscription_buffer: int = 256,
+    ) -> None:
+        if not isinstance(uri, str) or not uri:
+            raise InvalidInputError("event store URI", uri, "give an esdb:// connection string")
+        self._targets = _redacted_targets(uri)
+        try:
+            self._client = esdbclient.EventStoreDBClient(uri)
+        except ValueError as exc:
+            # esdbclient quotes the whole URI, credentials included: keep its message out.
+            reason = str(exc).replace(uri, self._targets)
+            raise InvalidInputError("event store URI", self._targets, reason) from None
+        self._timeout = timeout
+        self._subscription_buffer = subscription_buffer
+        self._subscriptions: weakref.WeakSet[EsdbSubscription] = weakref.WeakSet()
+        self._closed = False
+        logger.info("event_store.connected", store="esdb", targets=self._targets)
+
+    def __repr__(self) -> str:
+        return f"EsdbEventStore({self._targets!r})"
+
+    # -- errors ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _translated(
+        self,
+        operation: str,
+        stream: str | None = None,
+        expected: ExpectedVersion | None = None,
+    ) -> Iterator[None]:
+        """Turn esdbclient's exceptions into the port's, naming what was being done."""
+        where = f" on stream {stream!r}" if stream is not None else ""
+        try:
+            yield
+        except WrongCurrentVersion as exc:
+            raise WrongExpectedVersionError(stream or "", expected, _actual_revision(str(exc))) from exc
+        except NotFound as exc:
+            raise StreamNotFoundError(stream or "") from exc
+        except StreamIsDeleted as exc:
+            raise StreamDeletedError(stream or "") from exc
+        except DeadlineExceeded as exc:
+            limit = f"the {self._timeout} s deadline" if self._timeout is not None else "its deadline"
+            raise EventStoreTimeoutError(
+                f"EventStoreDB at {self._targets} did not complete {operation}{where} within {limit}."
+            ) from exc
+        except ServiceUnavailable as exc:
+            raise EventStoreUnavailableError(
+                f"EventStoreDB at {self._targets} is unavailable ({operation}{where}): {exc}"
+            ) from exc
+        except MaximumAppendSizeExceededError as exc:
+            raise InvalidInputError(
+                "events", stream, f"the append exceeds EventStoreDB's maximum append size ({exc})"
+            ) from exc
+        except EventStoreDBClientException as exc:
+            raise EventStoreError(
+                f"EventStoreDB at {self._targets} failed {operation}{where}: {type(exc).__name__} {exc}"
+            ) from exc
+
+    # -- writing --------------------------------------------------------------------------
+
+    def append(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        *,
+        expected_version: ExpectedVersion,
+    ) -> AppendResult:
+        """Append ``events`` atomically if ``stream`` is at ``expected_version`` (see the port)."""
+        name = StreamName(stream)
+        expected = validate_expected_version(expected_version)
+        new = validate_events(events)
+        esdb_events = [
+            esdbclient.NewEvent(
+                type=event.type,
+                data=event.data,
+                metadata=event.metadata,
+                content_type=cast("esdbclient.ContentType", event.content_type),
+                id=event.id,
+            )
+            for event in new
+        ]
+        with self._translated("append", name, expected):
+            position = self._client.append_events(
+                name,
+                current_version=_esdb_version(expected),
+                events=esdb_events,
+                timeout=self._timeout,
+            )
+        revision = self._revision_after_append(name, expected, new, position)
+        logger.debug(
+            "event_store.appended",
+            stream=name,
+            revision=revision,
+            commit_position=position,
+            count=len(new),
+        )
+        return AppendResult(name, revision, position)
+
+    def _revision_after_append(
+        self, stream: str, expected: ExpectedVersion, events: list[NewEvent], position: int
+    ) -> int:
+        if isinstance(expected, int):
+            # Fresh or idempotent, the last event sits at expected + len(events).
+            return expected + len(events)
+        if events:
+            with self._translated("append (reading back the revision)", stream):
+                found = self._client.read_all(
+                    commit_position=position, filter_exclude=(), limit=1, timeout=self._timeout
+                )
+                for event in found:
+                    if event.stream_name == stream and event.id == events[-1].id:
+                        return event.stream_position
+        version = self.stream_version(stream)
+        return -1 if version is None else version
+
+    def delete_stream(self, stream: str, *, expected_version: ExpectedVersion) -> None:
+        """Soft-delete ``stream``: it reads as not found and may be written again."""
+        name = StreamName(stream)
+        expected = validate_expected_version(expected_version)
+        with self._translated("delete", name, expected):
+            self._client.delete_stream(name, current_version=_esdb_version(expected), timeout=self._timeout)
+        logger.info("event_store.stream_deleted", stream=name)
+
+    def tombstone_stream(self, stream: str, *, expected_version: ExpectedVersion) -> None:
+        """Tombstone ``stream``: it can never be read or written again."""
+        name = StreamName(stream)
+        expected = validate_expected_version(expected_version)
+        try:
+            with self._translated("tombstone", name, expected):
+                self._client.tombstone_stream(
+                    name, current_version=_esdb_version(expected), timeout=self._timeout
+                )
+        except StreamNotFoundError as exc:
+            # esdbclient reports "actual version -1" as NotFound; for a tombstone it is a
+            # wrong expected version (STREAM_EXISTS or a revision on a stream with no events).
+            raise WrongExpectedVersionError(name, expected, None) from exc
+        logger.info("event_store.stream_tombstoned", stream=name)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def read_stream(
+        self,
+        stream: str,
+        *,
+        from_revision: int | None = None,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> Iterator[RecordedEvent]:
+        """Events of one stream; raises :class:`StreamNotFoundError` / :class:`StreamDeletedError`
+        when called. Later pages are fetched as the iterator is consumed.
+        """
+        name = StreamName(stream)
+        if from_revision is not None:
+            validate_revision(from_revision, "from_revision")
+        limit = validate_limit(limit)
+        with self._translated("read_stream", name):
+            response = self._client.read_stream(
+                name,
+                stream_position=from_revision,
+                backwards=backwards,
+                limit=sys.maxsize if limit is None else limit,
+                timeout=None,
+            )
+            events = iter(response)
+            first = next(events, None)
+        if first is None:
+            response.stop()
+            return iter(())
+        return self._stream_rest(name, first, events, response)
+
+    def _stream_rest(
+        self,
+        stream: str,
+        first: esdbclient.RecordedEvent,
+        events: Iterator[esdbclient.RecordedEvent],
+        response: AbstractReadResponse,
+    ) -> Iterator[RecordedEvent]:
+        try:
+            yield _recorded(first)
+            with self._translated("read_stream", stream):
+                for event in events:
+                    yield _recorded(event)
+        finally:
+            response.stop()
+
+    def read_all(
+        self,
+        *,
+        from_position: int | None = None,
+        backwards: bool = False,
+        limit: int | None = None,
+        filter: EventFilter | None = None,
+    ) -> Iterator[RecordedEvent]:
+        """Events of ``$all`` in commit order, filtered on the server (see the port)."""
+        if from_position is not None:
+            validate_position(from_position, "from_position")
+        limit = validate_limit(limit)
+        server_filter = _ServerFilter.of(filter or DEFAULT_FILTER)
+        return self._read_all(from_position, backwards, limit, server_filter)
+
+    def _read_all(
+        self,
+        from_position: int | None,
+        backwards: bool,
+        limit: int | None,
+        server_filter: _ServerFilter,
+    ) -> Iterator[RecordedEvent]:
+        if limit == 0:
+            return
+        server_limit = sys.maxsize if limit is None or server_filter.drop_system_events else limit
+        with self._translated("read_all"):
+            response = self._client.read_all(
+                commit_position=from_position,
+                backwards=backwards,
+                filter_exclude=(),
+                filter_include=server_filter.include,
+                filter_by_stream_name=server_filter.by_stream_name,
+                limit=server_limit,
+            )
+        try:
+            count = 0
+            with self._translated("read_all"):
+                for event in response:
+                    if not server_filter.passes(event):
+                        continue
+                    yield _recorded(event)
+                    count += 1
+                    if limit is not None and count >= limit:
+                        return
+        finally:
+            response.stop()
+
+    def stream_version(self, stream: str) -> int | None:
+        """The stream's last revision, ``None`` if it has none or was soft-deleted."""
+        name = StreamName(stream)
+        try:
+            with self._translated("stream_version", name):
+                last = self._client.get_stream(name, backwards=True, limit=1, timeout=self._timeout)
+        except StreamNotFoundError:
+            return None
+        # An undeleted stream whose events are all truncated reads as empty.
+        return last[0].stream_position if last else None
+
+    def head_position(self, filter: EventFilter | None = None) -> int:
+        """Commit position of the last event passing ``filter`` (0 if none)."""
+        last = next(self.read_all(backwards=True, limit=1, filter=filter), None)
+        return 0 if last is None else last.position
+
+    def subscribe(
+        self,
+        *,
+        from_position: int | None = None,
+        filter: EventFilter | None = None,
+        checkpoint_interval: int = 150,
+    ) -> EsdbSubscription:
+        """A catch-up subscription to ``$all`` after ``from_position`` (exclusive)."""
+        if from_position is not None:
+            validate_position(from_position, "from_position")
+        if isinstance(checkpoint_interval, bool) or not isinstance(checkpoint_interval, int):
+            raise InvalidInputError(
+                "checkpoint_interval", checkpoint_interval, "it must be a positive integer"
+            )
+        if checkpoint_interval < 1:
+            raise InvalidInputError(
+                "checkpoint_interval", checkpoint_interval, "it must be a positive integer"
+            )
+        subscription = EsdbSubscription(
+            self._client,
+            from_position=from_position,
+            server_filter=_ServerFilter.of(filter or DEFAULT_FILTER),
+            window=_window(checkpoint_interval),
+            buffer_size=self._subscription_buffer,
+            targets=self._targets,
+        )
+        self._subscriptions.add(subscription)
+        return subscription
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop every subscription and close the channel; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for subscription in list(self._subscriptions):
+            subscription.stop()
+        self._client.close()
+        logger.info("event_store.closed", store="esdb", targets=self._targets)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    error: Exception
+
+
+class _Stop:
+    pass
+
+
+_STOP: Final = _Stop()
+
+_QueueItem = SubscriptionItem | _Failure | _Stop
+
+
+class EsdbSubscription:
+    """A :class:`~eventsourcing_cqrs.event_store.port.Subscription` over esdbclient's catch-up
+    subscription, resubscribing after the last delivered position when the call drops.
+
+    A background thread reads the gRPC stream into a bounded queue (so a slow consumer applies
+    back-pressure instead of growing memory). Positions only move forward: an event or
+    checkpoint at or before the last delivered position is never delivered again, and only the
+    first caught-up is reported.
+    """
+
+    def __init__(
+        self,
+        client: esdbclient.EventStoreDBClient,
+        *,
+        from_position: int | None,
+        server_filter: _ServerFilter,
+        window: tuple[int, int],
+        buffer_size: int,
+        targets: str,
+    ) -> None:
+        self._client = client
+        self._position = from_position or 0
+        self._filter = server_filter
+        self._window_size, self._multiplier = window
+        # A C-level SimpleQueue wakes the consumer far more cheaply than queue.Queue; the
+        # reader thread bounds it itself (see _put) so that memory stays flat.
+        self._queue: queue.SimpleQueue[_QueueItem] = queue.SimpleQueue()
+        self._capacity = max(1, buffer_size)
+        self._space = threading.Event()
+        self._stopped = threading.Event()
+        self._caught_up = False
+        self._current: AbstractCatchupSubscription | None = None
+        self._lock = threading.Lock()
+        self._log = logger.bind(targets=targets, from_position=from_position)
+        self._thread = threading.Thread(target=self._run, name="esdb-subscription", daemon=True)
+        self._thread.start()
+
+    # -- the reader thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        delay = _FIRST_RETRY_DELAY
+        attempt = 0
+        while not self._stopped.is_set():
+            items = self._subscribe(attempt)
+            try:
+                for item in items:
+                    if not self._deliver(item):
+                        return
+                    delay = _FIRST_RETRY_DELAY
+            except EventStoreDBClientException as exc:
+                if self._stopped.is_set():
+                    return
+                if not _is_retryable(exc):
+                    self._fail(exc)
+                    return
+                self._log.warning(
+                    "event_store.subscription_dropped",
+                    commit_position=self._position,
+                    error=type(exc).__name__,
+                    retry_in=delay,
+                )
+            except Exception as exc:  # noqa: BLE001 - the consumer must see every failure
+                self._fail(exc)
+                return
+            finally:
+                items.close()
+            attempt += 1
+            if self._stopped.wait(delay):
+                return
+            delay = min(delay * 2, _MAX_RETRY_DELAY)
+
+    def _subscribe(self, attempt: int) -> Generator[esdbclient.RecordedEvent, None, None]:
+        subscription = self._client.subscribe_to_all(
+            commit_position=self._position or None,
+            filter_exclude=(),
+            filter_include=self._filter.include,
+            filter_by_stream_name=self._filter.by_stream_name,
+            include_checkpoints=True,
+            include_caught_up=True,
+            window_size=self._window_size,
+            checkpoint_interval_multiplier=self._multiplier,
+        )
+        with self._lock:
+            self._current = subscription
+        if self._stopped.is_set():
+            subscription.stop()
+            return
+        if attempt:
+            self._log.info("event_store.subscription_resumed", commit_position=self._position)
+        try:
+            yield from subscription
+        finally:
+            subscription.stop()
+        if not self._stopped.is_set():
+            raise ServiceUnavailable("The subscription ended without being stopped.")
+
+    def _deliver(self, item: esdbclient.RecordedEvent) -> bool:
+        """Queue what the consumer must see; False once stopped."""
+        if isinstance(item, esdbclient.CaughtUp):
+            if self._caught_up:
+                return True
+            self._caught_up = True
+            return self._put(CaughtUp(self._position or None))
+        position = item.commit_position
+        if position is None or position <= self._position:
+            return True
+        if isinstance(item, esdbclient.Checkpoint):
+            delivered = self._put(Checkpoint(position))
+        elif self._filter.passes(item):
+            delivered = self._put(_recorded(item))
+        else:
+            delivered = True
+        if delivered:
+            self._position = position
+        return delivered
+
+    def _put(self, item: _QueueItem) -> bool:
+        while self._queue.qsize() >= self._capacity and not self._stopped.is_set():
+            self._space.clear()
+            if self._queue.qsize() >= self._capacity:
+                self._space.wait(_QUEUE_FULL_WAIT)
+        if self._stopped.is_set():
+            return False
+        self._queue.put(item)
+        return True
+
+    def _fail(self, exc: Exception) -> None:
+        self._log.error(
+            "event_store.subscription_failed",
+            commit_position=self._position,
+            error=type(exc).__name__,
+        )
+        self._put(_Failure(exc))
+
+    # -- the consumer side ----------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[SubscriptionItem]:
+        return self
+
+    def __next__(self) -> SubscriptionItem:
+        while True:
+            item = self.poll(3600.0)
+            if item is not None:
+                return item
+            if self._stopped.is_set():
+                raise StopIteration
+
+    def poll(self, timeout: float) -> SubscriptionItem | None:
+        """The next item, or ``None`` if none arrives within ``timeout`` seconds (or if stopped).
+
+        Raises the translated error if the subscription failed for a reason that resubscribing
+        cannot cure (e.g. an invalid filter).
+        """
+        if self._stopped.is_set():
+            return None
+        try:
+            item = self._queue.get(timeout=max(timeout, 0.0))
+        except queue.Empty:
+            return None
+        self._space.set()
+        if self._stopped.is_set() or isinstance(item, _Stop):
+            return None
+        if isinstance(item, _Failure):
+            self._stopped.set()
+            raise EventStoreError(
+                f"The subscription to $all failed after position {self._position}: "
+                f"{type(item.error).__name__} {item.error}"
+            ) from item.error
+        return item
+
+    def stop(self) -> None:
+        """End the subscription; a blocked iteration returns promptly."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self._space.set()
+        with self._lock:
+            current = self._current
+        if current is not None:
+            current.stop()
+        with suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
+        self._queue.put(_STOP)
+
+    @property
+    def stopped(self) -> bool:
+        """Whether :meth:`stop` was called or the subscription failed."""
+        return self._stopped.is_set()
+
+    @property
+    def position(self) -> int:
+        """The last position delivered to the queue (events and checkpoints)."""
+        return self._position
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

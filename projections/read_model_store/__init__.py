@@ -1,0 +1,90 @@
+"""The read model store port and its adapters, and :func:`connect`, which picks one by URI.
+
+* ``memory:`` — :class:`~projections.read_model_store.memory.InMemoryReadModelStore`
+* ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` (add ``?durable=false`` for
+  ``synchronous=NORMAL``) — :class:`~projections.read_model_store.sqlite.SQLiteReadModelStore`
+* ``postgresql://user@host:5432/db?schema=read_models`` —
+  :class:`~projections.read_model_store.postgres.PostgresReadModelStore`, with the ``postgres`` extra
+  installed (``schema`` is taken out of the URI; the rest goes to libpq)
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from eventsourcing_cqrs.errors import InvalidInputError
+from projections.read_model_store.memory import InMemoryReadModelStore
+from projections.read_model_store.port import (
+    Document,
+    Generation,
+    Lease,
+    LeaseRole,
+    ParkedEvent,
+    ProjectionRecord,
+    ProjectionState,
+    ProjectionTransaction,
+    ReadModelStore,
+    ReadView,
+    Table,
+    TableReader,
+    TableSpec,
+    UnitOfWork,
+    WhereValue,
+)
+from projections.read_model_store.sqlite import SQLiteReadModelStore
+
+__all__ = [
+    "Document",
+    "Generation",
+    "InMemoryReadModelStore",
+    "Lease",
+    "LeaseRole",
+    "ParkedEvent",
+    "ProjectionRecord",
+    "ProjectionState",
+    "ProjectionTransaction",
+    "ReadModelStore",
+    "ReadView",
+    "SQLiteReadModelStore",
+    "Table",
+    "TableReader",
+    "TableSpec",
+    "UnitOfWork",
+    "WhereValue",
+    "connect",
+]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def connect(uri: str) -> ReadModelStore:
+    """Open the read model store named by ``uri`` (see the module docstring for the schemes)."""
+    if not isinstance(uri, str) or not uri:
+        raise InvalidInputError("read model store URI", uri, "give memory:, sqlite:///path or postgresql://")
+    scheme = uri.split(":", 1)[0].lower()
+    if scheme == "memory":
+        return InMemoryReadModelStore()
+    parts = urlsplit(uri)
+    options = dict(parse_qsl(parts.query))
+    if scheme == "sqlite":
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if not path:
+            raise InvalidInputError(
+                "read model store URI", uri, "a sqlite URI needs a path: sqlite:///views.db"
+            )
+        durable = options.pop("durable", "true").lower()
+        if durable not in _TRUE | _FALSE:
+            raise InvalidInputError("durable option", durable, "use true or false")
+        if options:
+            raise InvalidInputError("read model store URI", uri, f"unknown options {sorted(options)}")
+        return SQLiteReadModelStore(path, durable=durable in _TRUE)
+    if scheme in ("postgresql", "postgres"):
+        from projections.read_model_store.postgres import PostgresReadModelStore  # noqa: PLC0415 - psycopg is an extra
+
+        schema = options.pop("schema", "read_models")
+        conninfo = urlunsplit(parts._replace(query=urlencode(options)))
+        return PostgresReadModelStore(conninfo, schema=schema)
+    raise InvalidInputError(
+        "read model store URI", uri, "the scheme must be memory:, sqlite:/// or postgresql://"
+    )

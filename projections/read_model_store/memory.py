@@ -1,0 +1,457 @@
+"""A read model store in this process's memory, for tests and short-lived tools.
+
+It passes the same contract suite as the SQLite and PostgreSQL adapters: documents go through
+JSON exactly as they do in a database, a unit of work is invisible to readers until it commits
+and vanishes on rollback, and leases fence writers. It is thread-safe, but nothing is shared
+between processes and nothing survives :meth:`InMemoryReadModelStore.close`. Raw SQL is not
+available (:class:`~projections.errors.UnsupportedOperationError`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from eventsourcing_cqrs.event_store.port import RecordedEvent
+from projections.errors import (
+    GenerationChangedError,
+    LeaseLostError,
+    ParkedEventNotFoundError,
+    ProjectionNotFoundError,
+    UnsupportedOperationError,
+)
+from projections.read_model_store._buffered import BufferedUnitOfWork, ReadOnlyView, Where
+from projections.read_model_store._documents import decode_document, matches, sort_documents
+from projections.read_model_store._names import physical_table_name, validate_projection_name
+from projections.read_model_store.port import (
+    Document,
+    Generation,
+    Lease,
+    LeaseRole,
+    ParkedEvent,
+    ProjectionRecord,
+    ProjectionState,
+    TableSpec,
+)
+
+__all__ = ["InMemoryReadModelStore"]
+
+logger = structlog.get_logger(__name__)
+
+_ADAPTER = "InMemoryReadModelStore"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _GenerationData:
+    info: Generation
+    tables: dict[str, dict[str, str]]
+    parked: dict[int, ParkedEvent] = field(default_factory=dict)
+
+
+@dataclass
+class _ProjectionData:
+    name: str
+    live: int | None = None
+    building: int | None = None
+    next_generation: int = 1
+    epochs: dict[LeaseRole, int] = field(default_factory=lambda: dict.fromkeys(LeaseRole, 0))
+    state: ProjectionState = ProjectionState.NEW
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    updated_at: datetime | None = None
+    generations: dict[int, _GenerationData] = field(default_factory=dict)
+
+
+class _MemoryLease:
+    def __init__(self, store: InMemoryReadModelStore, projection: str, role: LeaseRole) -> None:
+        self._store = store
+        self._projection = projection
+        self._role = role
+        self._lock = store._lease_lock(projection, role)
+        self._held = False
+        self._epoch = 0
+
+    def __repr__(self) -> str:
+        return f"<memory lease {self._projection!r} {self._role.value} held={self._held}>"
+
+    @property
+    def projection(self) -> str:
+        return self._projection
+
+    @property
+    def role(self) -> LeaseRole:
+        return self._role
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def try_acquire(self) -> bool:
+        if self._held:
+            return True
+        if not self._lock.acquire(blocking=False):
+            return False
+        self._held = True
+        self._epoch = self._store._bump_epoch(self._projection, self._role)
+        return True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._lock.release()
+
+
+class _MemoryView(ReadOnlyView):
+    def __init__(self, store: InMemoryReadModelStore, data: _GenerationData) -> None:
+        super().__init__(data.info)
+        self._store = store
+        self._data = data
+
+    def _load(self, table: str, key: str) -> str | None:
+        with self._store._lock:
+            return self._data.tables[table].get(key)
+
+    def _items(self, table: str) -> list[tuple[str, Document]]:
+        with self._store._lock:
+            rows = list(self._data.tables[table].items())
+        return [(key, decode_document(text)) for key, text in rows]
+
+    def _select(
+        self, table: str, where: Where, order_by: str | None, descending: bool, limit: int | None
+    ) -> list[Document]:
+        found = [(key, doc) for key, doc in self._items(table) if matches(doc, where)]
+        ordered = sort_documents(found, order_by, descending)
+        return [doc for _, doc in ordered[:limit]]
+
+    def _select_count(self, table: str, where: Where) -> int:
+        return sum(1 for _, doc in self._items(table) if matches(doc, where))
+
+    def _execute(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        raise UnsupportedOperationError(_ADAPTER, "raw SQL")
+
+    def sql_table(self, name: str) -> str:
+        raise UnsupportedOperationError(_ADAPTER, "raw SQL")
+
+
+class _MemoryTransaction(BufferedUnitOfWork):
+    def __init__(self, store: InMemoryReadModelStore, data: _GenerationData) -> None:
+        super().__init__(data.info)
+        self._store = store
+        self._data = data
+        self._staged: dict[str, dict[str, str | None]] = {}
+        self._checkpoint: tuple[int, int] | None = None
+        self._parked_changes: dict[int, ParkedEvent | None] = {}
+
+    # -- documents ------------------------------------------------------------------------
+
+    def _load(self, table: str, key: str) -> str | None:
+        staged = self._staged.get(table)
+        if staged is not None and key in staged:
+            return staged[key]
+        return self._data.tables[table].get(key)
+
+    def _write(self, table: str, upserts: list[tuple[str, str]], deletes: list[str]) -> None:
+        staged = self._staged.setdefault(table, {})
+        staged.update(upserts)
+        staged.update(dict.fromkeys(deletes))
+
+    def _merged(self, table: str) -> list[tuple[str, Document]]:
+        rows: dict[str, str | None] = dict(self._data.tables[table])
+        rows.update(self._staged.get(table, {}))
+        return [(key, decode_document(text)) for key, text in rows.items() if text is not None]
+
+    def _select(
+        self, table: str, where: Where, order_by: str | None, descending: bool, limit: int | None
+    ) -> list[Document]:
+        found = [(key, doc) for key, doc in self._merged(table) if matches(doc, where)]
+        return [doc for _, doc in sort_documents(found, order_by, descending)[:limit]]
+
+    def _select_count(self, table: str, where: Where) -> int:
+        return sum(1 for _, doc in self._merged(table) if matches(doc, where))
+
+    def _execute(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        raise UnsupportedOperationError(_ADAPTER, "raw SQL")
+
+    def sql_table(self, name: str) -> str:
+        raise UnsupportedOperationError(_ADAPTER, "raw SQL")
+
+    # -- checkpoint and parking -----------------------------------------------------------
+
+    def set_checkpoint(self, position: int, applied: int) -> None:
+        previous = self._checkpoint[1] if self._checkpoint else 0
+        self._checkpoint = (position, previous + applied)
+
+    def park(self, event: RecordedEvent, error: str, attempts: int) -> None:
+        self._parked_changes[event.position] = ParkedEvent(
+            projection=self._data.info.projection,
+            generation=self._data.info.number,
+            position=event.position,
+            event_id=event.id,
+            event_type=event.type,
+            stream=event.stream,
+            revision=event.revision,
+            data=event.data,
+            metadata=event.metadata,
+            content_type=event.content_type,
+            recorded_at=event.recorded_at,
+            error=error,
+            attempts=attempts,
+            parked_at=_now(),
+            retry_requested=False,
+        )
+
+    def _parked(self) -> dict[int, ParkedEvent]:
+        parked = dict(self._data.parked)
+        for position, change in self._parked_changes.items():
+            if change is None:
+                parked.pop(position, None)
+            else:
+                parked[position] = change
+        return parked
+
+    def parked_for_retry(self) -> list[ParkedEvent]:
+        return sorted(
+            (event for event in self._parked().values() if event.retry_requested),
+            key=lambda event: event.position,
+        )
+
+    def unpark(self, position: int) -> None:
+        if position not in self._parked():
+            raise ParkedEventNotFoundError(self._data.info.projection, position)
+        self._parked_changes[position] = None
+
+    def parked_failed_again(self, position: int, error: str, attempts: int) -> None:
+        current = self._parked().get(position)
+        if current is None:
+            raise ParkedEventNotFoundError(self._data.info.projection, position)
+        self._parked_changes[position] = replace(
+            current, error=error, attempts=current.attempts + attempts, retry_requested=False
+        )
+
+    def commit(self) -> None:
+        self.flush()
+        for table, changes in self._staged.items():
+            rows = self._data.tables[table]
+            for key, text in changes.items():
+                if text is None:
+                    rows.pop(key, None)
+                else:
+                    rows[key] = text
+        for position, change in self._parked_changes.items():
+            if change is None:
+                self._data.parked.pop(position, None)
+            else:
+                self._data.parked[position] = change
+        if self._checkpoint is not None:
+            position, applied = self._checkpoint
+            info = self._data.info
+            self._data.info = replace(
+                info,
+                checkpoint=max(position, info.checkpoint or 0),
+                events_applied=info.events_applied + applied,
+            )
+
+
+class InMemoryReadModelStore:
+    """The read model store port over Python dictionaries.
+
+    Its methods are those of :class:`~projections.read_model_store.port.ReadModelStore`, documented there.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._write_lock = threading.RLock()
+        self._projections: dict[str, _ProjectionData] = {}
+        self._lease_locks: dict[tuple[str, LeaseRole], threading.Lock] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return "InMemoryReadModelStore()"
+
+    # -- records --------------------------------------------------------------------------
+
+    def _record(self, projection: str) -> _ProjectionData:
+        validate_projection_name(projection)
+        data = self._projections.get(projection)
+        if data is None:
+            data = self._projections[projection] = _ProjectionData(projection)
+        return data
+
+    def describe(self, projection: str) -> ProjectionRecord:
+        with self._lock:
+            data = self._record(projection)
+            live = data.generations[data.live].info if data.live is not None else None
+            building = data.generations[data.building].info if data.building is not None else None
+            return ProjectionRecord(
+                name=projection,
+                live=live,
+                building=building,
+                state=data.state,
+                last_error=data.last_error,
+                last_error_at=data.last_error_at,
+                updated_at=data.updated_at,
+            )
+
+    def projection_names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._projections)
+
+    def set_state(self, projection: str, state: ProjectionState, *, error: str | None = None) -> None:
+        with self._lock:
+            data = self._record(projection)
+            data.state = state
+            data.updated_at = _now()
+            if error is not None:
+                data.last_error = error
+                data.last_error_at = data.updated_at
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def _lease_lock(self, projection: str, role: LeaseRole) -> threading.Lock:
+        with self._lock:
+            return self._lease_locks.setdefault(
+                (validate_projection_name(projection), role), threading.Lock()
+            )
+
+    def _bump_epoch(self, projection: str, role: LeaseRole) -> int:
+        with self._write_lock, self._lock:
+            data = self._record(projection)
+            data.epochs[role] += 1
+            return data.epochs[role]
+
+    def lease(self, projection: str, role: LeaseRole) -> _MemoryLease:
+        return _MemoryLease(self, projection, role)
+
+    def lease_held(self, projection: str, role: LeaseRole) -> bool:
+        return self._lease_lock(projection, role).locked()
+
+    def _check_lease(self, data: _ProjectionData, lease: Lease) -> None:
+        current = data.epochs[lease.role]
+        if not lease.held or lease.epoch != current:
+            raise LeaseLostError(data.name, lease.role.value, lease.epoch, current)
+
+    # -- generations ----------------------------------------------------------------------
+
+    def create_generation(
+        self, projection: str, version: int, tables: Sequence[TableSpec], *, lease: Lease
+    ) -> Generation:
+        with self._write_lock, self._lock:
+            data = self._record(projection)
+            self._check_lease(data, lease)
+            if lease.role is LeaseRole.RUN and data.live is not None:
+                raise GenerationChangedError(projection, data.live)
+            number = data.next_generation
+            for spec in tables:
+                physical_table_name(projection, number, spec.name)
+            data.next_generation += 1
+            info = Generation(
+                projection=projection,
+                number=number,
+                version=version,
+                tables=tuple(tables),
+                checkpoint=None,
+                events_applied=0,
+                created_at=_now(),
+            )
+            data.generations[number] = _GenerationData(info, {spec.name: {} for spec in tables})
+            if lease.role is LeaseRole.RUN:
+                data.live = number
+            else:
+                if data.building is not None:
+                    data.generations.pop(data.building, None)
+                data.building = number
+            logger.info("projection.generation_created", projection=projection, generation=number)
+            return info
+
+    def switch_generation(self, projection: str, generation: int, *, lease: Lease) -> None:
+        with self._write_lock, self._lock:
+            data = self._record(projection)
+            self._check_lease(data, lease)
+            if data.building != generation:
+                raise GenerationChangedError(projection, generation)
+            old = data.live
+            data.live, data.building = generation, None
+            if old is not None:
+                data.generations.pop(old, None)
+            logger.info(
+                "projection.generation_switched", projection=projection, generation=generation, dropped=old
+            )
+
+    def drop_generation(self, projection: str, generation: int, *, lease: Lease) -> None:
+        with self._write_lock, self._lock:
+            data = self._record(projection)
+            self._check_lease(data, lease)
+            if data.building != generation:
+                raise GenerationChangedError(projection, generation)
+            data.building = None
+            data.generations.pop(generation, None)
+
+    # -- units of work --------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self, projection: str, generation: int, *, lease: Lease) -> Iterator[_MemoryTransaction]:
+        # Writers are serialized for the whole unit of work (as SQLite's BEGIN IMMEDIATE does);
+        # readers only wait for the short commit.
+        with self._write_lock:
+            with self._lock:
+                data = self._record(projection)
+                self._check_lease(data, lease)
+                expected = data.live if lease.role is LeaseRole.RUN else data.building
+                if expected != generation:
+                    raise GenerationChangedError(projection, generation)
+                transaction = _MemoryTransaction(self, data.generations[generation])
+            yield transaction
+            with self._lock:
+                transaction.commit()
+
+    @contextmanager
+    def read(self, projection: str) -> Iterator[_MemoryView]:
+        with self._lock:
+            data = self._record(projection)
+            if data.live is None:
+                raise ProjectionNotFoundError(projection)
+            generation = data.generations[data.live]
+        yield _MemoryView(self, generation)
+
+    # -- parked events --------------------------------------------------------------------
+
+    def parked_events(self, projection: str) -> list[ParkedEvent]:
+        with self._lock:
+            data = self._record(projection)
+            if data.live is None:
+                return []
+            parked = data.generations[data.live].parked
+            return [parked[position] for position in sorted(parked)]
+
+    def request_retry(self, projection: str, positions: Sequence[int] | None = None) -> int:
+        with self._write_lock, self._lock:
+            data = self._record(projection)
+            if data.live is None:
+                if positions:
+                    raise ParkedEventNotFoundError(projection, positions[0])
+                return 0
+            parked = data.generations[data.live].parked
+            wanted = sorted(parked) if positions is None else list(positions)
+            for position in wanted:
+                if position not in parked:
+                    raise ParkedEventNotFoundError(projection, position)
+            for position in wanted:
+                parked[position] = replace(parked[position], retry_requested=True)
+            return len(wanted)
+
+    def close(self) -> None:
+        self._closed = True

@@ -1,0 +1,416 @@
+"""The read model store port: value types and protocols. No I/O.
+
+A projection writes *documents* (JSON objects) into *tables* that it declares, through a
+:class:`UnitOfWork`. The same projection runs unchanged on every adapter (memory, SQLite,
+PostgreSQL) because this API is the whole of what it may rely on:
+
+* ``put`` / ``get`` / ``update`` / ``delete`` a document by its string key;
+* ``find`` documents by field equality (``where={"owner": "ada"}``), ordered by one field,
+  with a limit; ``count`` them;
+* raw SQL (:meth:`UnitOfWork.execute`) as the escape hatch, on the SQL adapters only, against
+  the physical table names given by :meth:`UnitOfWork.sql_table`.
+
+Documents are JSON: ``Decimal``, ``UUID``, ``date`` and ``datetime`` values are stored as
+strings and read back as strings. ``where`` compares with JSON types (``1`` matches ``1`` and
+``1.0``, never ``"1"`` nor ``true``); ``None`` matches a null or missing field. Ordering is
+portable for a field whose values are all numbers or all strings (strings in code-point
+order); missing values sort first ascending and last descending; ties go by key.
+
+Each projection's data lives in *generations*. The *live* generation serves queries
+(:meth:`ReadModelStore.read`); a rebuild fills a *building* generation beside it, then
+:meth:`ReadModelStore.switch_generation` makes it live and drops the old one in one
+transaction. A generation's checkpoint is written in the same transaction as the documents,
+by :meth:`ProjectionTransaction.set_checkpoint`, so a crash never applies an event twice nor
+skips one.
+
+Writers are fenced by a :class:`Lease`: each acquisition bumps an *epoch* in the store, and a
+transaction opened with a superseded lease fails with
+:class:`~projections.errors.LeaseLostError`, so a runner that lost its lease cannot commit.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from eventsourcing_cqrs.event_store.port import RecordedEvent
+from projections.read_model_store._names import validate_field_name, validate_table_name
+
+__all__ = [
+    "Document",
+    "Generation",
+    "Lease",
+    "LeaseRole",
+    "ParkedEvent",
+    "ProjectionRecord",
+    "ProjectionState",
+    "ProjectionTransaction",
+    "ReadModelStore",
+    "ReadView",
+    "Table",
+    "TableReader",
+    "TableSpec",
+    "UnitOfWork",
+    "WhereValue",
+]
+
+#: A stored document: a JSON object.
+Document = dict[str, Any]
+#: What ``where`` may compare a field with.
+WhereValue = str | int | float | bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    """A document table a projection declares, with the fields to index for ``find``.
+
+    Names are lowercase identifiers (``[a-z][a-z0-9_]*``, at most 20 characters, no double
+    underscore) because they become part of SQL table names.
+    """
+
+    name: str
+    indexes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        validate_table_name(self.name)
+        if isinstance(self.indexes, str):
+            raise TypeError(f"TableSpec {self.name!r}: give indexes as a tuple of field names")
+        for field_name in self.indexes:
+            validate_field_name(field_name)
+
+    def to_json(self) -> dict[str, Any]:
+        """The spec as stored beside its generation."""
+        return {"name": self.name, "indexes": list(self.indexes)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TableSpec:
+        """Inverse of :meth:`to_json`."""
+        return cls(str(data["name"]), tuple(str(f) for f in data.get("indexes", ())))
+
+
+def tables_to_json(tables: Sequence[TableSpec]) -> str:
+    """The stored form of a generation's tables."""
+    return json.dumps([table.to_json() for table in tables])
+
+
+def tables_from_json(text: str) -> tuple[TableSpec, ...]:
+    """Inverse of :func:`tables_to_json`."""
+    return tuple(TableSpec.from_json(item) for item in json.loads(text))
+
+
+class LeaseRole(enum.Enum):
+    """Which writer a lease admits: the runner of the live generation, or the builder of the next."""
+
+    RUN = "run"
+    REBUILD = "rebuild"
+
+
+class ProjectionState(enum.Enum):
+    """What a projection's runner was last doing, as recorded in the store."""
+
+    NEW = "new"
+    WAITING_FOR_LEASE = "waiting_for_lease"
+    CATCHING_UP = "catching_up"
+    LIVE = "live"
+    REBUILDING = "rebuilding"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """One copy of a projection's tables, with the checkpoint of the events applied to it."""
+
+    projection: str
+    number: int
+    version: int
+    tables: tuple[TableSpec, ...]
+    #: The position of the last event considered (``None`` before the first batch).
+    checkpoint: int | None
+    #: How many events have been applied to this generation.
+    events_applied: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionRecord:
+    """What the store knows of a projection: its generations, state and last error."""
+
+    name: str
+    live: Generation | None
+    building: Generation | None
+    state: ProjectionState
+    last_error: str | None
+    last_error_at: datetime | None
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedEvent:
+    """An event that kept failing and was set aside so that the projection could go on.
+
+    It keeps the whole recorded event, so it can be retried even if its stream is deleted.
+    """
+
+    projection: str
+    generation: int
+    position: int
+    event_id: uuid.UUID
+    event_type: str
+    stream: str
+    revision: int
+    data: bytes
+    metadata: bytes
+    content_type: str
+    recorded_at: datetime
+    error: str
+    attempts: int
+    parked_at: datetime
+    retry_requested: bool
+
+    def to_recorded(self) -> RecordedEvent:
+        """The event as the store recorded it."""
+        return RecordedEvent(
+            id=self.event_id,
+            type=self.event_type,
+            data=self.data,
+            metadata=self.metadata,
+            stream=self.stream,
+            revision=self.revision,
+            position=self.position,
+            recorded_at=self.recorded_at,
+            content_type=self.content_type,
+        )
+
+
+class TableReader(Protocol):
+    """Reading one document table."""
+
+    @property
+    def name(self) -> str:
+        """The table's declared (logical) name."""
+        ...
+
+    def get(self, key: str) -> Document | None:
+        """The document at ``key``, or ``None``."""
+        ...
+
+    def find(
+        self,
+        where: Mapping[str, WhereValue] | None = None,
+        *,
+        order_by: str | None = None,
+        descending: bool = False,
+        limit: int | None = None,
+    ) -> list[Document]:
+        """Documents whose fields equal ``where``'s values, ordered by ``order_by`` then key."""
+        ...
+
+    def count(self, where: Mapping[str, WhereValue] | None = None) -> int:
+        """How many documents match ``where``."""
+        ...
+
+
+class Table(TableReader, Protocol):
+    """Reading and writing one document table inside a unit of work."""
+
+    def put(self, key: str, document: Mapping[str, Any]) -> None:
+        """Store ``document`` at ``key``, replacing what was there."""
+        ...
+
+    def update(self, key: str, changes: Mapping[str, Any]) -> Document:
+        """Merge ``changes`` into the document at ``key`` (top-level fields) and return it.
+
+        Raises :class:`~projections.errors.DocumentNotFoundError` if there is none.
+        """
+        ...
+
+    def delete(self, key: str) -> bool:
+        """Remove the document at ``key``; whether there was one."""
+        ...
+
+
+class ReadView(Protocol):
+    """A read-only view of a projection's live generation, for query handlers."""
+
+    @property
+    def generation(self) -> Generation:
+        """The generation being read (with its checkpoint)."""
+        ...
+
+    def table(self, name: str) -> TableReader:
+        """One of the generation's tables."""
+        ...
+
+    def sql_table(self, name: str) -> str:
+        """The quoted physical name of a table, for :meth:`execute`."""
+        ...
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run raw SQL (the adapter's dialect and parameter style) and return its rows.
+
+        Raises :class:`~projections.errors.UnsupportedOperationError` on the memory store.
+        """
+        ...
+
+
+class UnitOfWork(Protocol):
+    """What a projection's handlers write through: every write commits with the checkpoint."""
+
+    def table(self, name: str) -> Table:
+        """One of the projection's declared tables, in the generation being written."""
+        ...
+
+    def sql_table(self, name: str) -> str:
+        """The quoted physical name of a table, for :meth:`execute`."""
+        ...
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run raw SQL inside the transaction (the adapter's dialect and parameter style).
+
+        Raises :class:`~projections.errors.UnsupportedOperationError` on the memory store.
+        """
+        ...
+
+
+class ProjectionTransaction(UnitOfWork, Protocol):
+    """The runner's side of a unit of work: checkpoint and parked events, same transaction."""
+
+    @property
+    def generation(self) -> Generation:
+        """The generation being written, as it was when the transaction began."""
+        ...
+
+    def set_checkpoint(self, position: int, applied: int) -> None:
+        """Record that every event up to ``position`` was considered, ``applied`` of them now."""
+        ...
+
+    def park(self, event: RecordedEvent, error: str, attempts: int) -> None:
+        """Set ``event`` aside with the error that made it fail."""
+        ...
+
+    def parked_for_retry(self) -> list[ParkedEvent]:
+        """Parked events of this generation whose retry was requested, by position."""
+        ...
+
+    def unpark(self, position: int) -> None:
+        """Remove the parked event at ``position`` (it was retried successfully)."""
+        ...
+
+    def parked_failed_again(self, position: int, error: str, attempts: int) -> None:
+        """Record that a retried parked event failed again; clears its retry request."""
+        ...
+
+
+class Lease(Protocol):
+    """Exclusive right to write a projection's generation in one role, across processes.
+
+    The lock is released when the holder closes it or its process dies. Acquiring bumps the
+    role's epoch in the store; transactions check it.
+    """
+
+    @property
+    def projection(self) -> str: ...
+
+    @property
+    def role(self) -> LeaseRole: ...
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lease."""
+        ...
+
+    @property
+    def epoch(self) -> int:
+        """The fencing epoch this acquisition got (0 before the first acquisition)."""
+        ...
+
+    def try_acquire(self) -> bool:
+        """Take the lease if it is free; never waits."""
+        ...
+
+    def release(self) -> None:
+        """Give the lease up; idempotent."""
+        ...
+
+
+class ReadModelStore(Protocol):
+    """Where projections keep their documents, generations, checkpoints, parked events and leases."""
+
+    def describe(self, projection: str) -> ProjectionRecord:
+        """Everything the store knows of ``projection`` (state ``NEW`` if it never ran)."""
+        ...
+
+    def projection_names(self) -> list[str]:
+        """Every projection this store has a record of, sorted."""
+        ...
+
+    def create_generation(
+        self, projection: str, version: int, tables: Sequence[TableSpec], *, lease: Lease
+    ) -> Generation:
+        """Create an empty generation and its tables.
+
+        With a :attr:`LeaseRole.RUN` lease it becomes live (only when none is); with a
+        :attr:`LeaseRole.REBUILD` lease it becomes the building generation, replacing (and
+        dropping) any previous one.
+        """
+        ...
+
+    def switch_generation(self, projection: str, generation: int, *, lease: Lease) -> None:
+        """Make the building ``generation`` live and drop the old live one, atomically."""
+        ...
+
+    def drop_generation(self, projection: str, generation: int, *, lease: Lease) -> None:
+        """Drop the building ``generation`` (it is abandoned)."""
+        ...
+
+    def transaction(
+        self, projection: str, generation: int, *, lease: Lease
+    ) -> AbstractContextManager[ProjectionTransaction]:
+        """A unit of work on ``generation``: commits on a clean exit, rolls back on an exception.
+
+        Raises :class:`~projections.errors.LeaseLostError` if ``lease`` was superseded and
+        :class:`~projections.errors.GenerationChangedError` if ``generation`` is no longer the
+        one ``lease``'s role writes.
+        """
+        ...
+
+    def read(self, projection: str) -> AbstractContextManager[ReadView]:
+        """A read-only view of the live generation.
+
+        Raises :class:`~projections.errors.ProjectionNotFoundError` if there is none yet.
+        """
+        ...
+
+    def parked_events(self, projection: str) -> list[ParkedEvent]:
+        """The live generation's parked events, by position."""
+        ...
+
+    def request_retry(self, projection: str, positions: Sequence[int] | None = None) -> int:
+        """Ask the runner to retry parked events (all of them by default); how many were marked.
+
+        Raises :class:`~projections.errors.ParkedEventNotFoundError` for an unknown position.
+        """
+        ...
+
+    def set_state(self, projection: str, state: ProjectionState, *, error: str | None = None) -> None:
+        """Record the runner's state (and, when given, its last error)."""
+        ...
+
+    def lease(self, projection: str, role: LeaseRole) -> Lease:
+        """A lease object for ``projection`` in ``role`` (not yet acquired)."""
+        ...
+
+    def lease_held(self, projection: str, role: LeaseRole) -> bool:
+        """Whether anyone (in any process) holds the lease."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; idempotent."""
+        ...

@@ -1,0 +1,1062 @@
+"""Contract test suites for the read side: every read model store, and the runner on each.
+
+Subclass each suite once per adapter and provide a ``read_model_store_factory`` fixture
+returning a zero-argument callable that opens a new connection to *one shared*, empty store::
+
+    class TestSQLiteReadModelStore(ReadModelStoreContract):
+        @pytest.fixture
+        def read_model_store_factory(self, tmp_path):
+            return functools.partial(SQLiteReadModelStore, tmp_path / "views.db")
+
+:class:`ProjectionRunnerContract` also takes an ``event_store`` fixture (an
+:class:`~eventsourcing_cqrs.event_store.memory.InMemoryEventStore` unless overridden). Tests never
+assume an empty event store: each uses its own event type and streams.
+
+The projections used here (:class:`Tally` and friends) are importable, so process-level tests
+(SIGKILL, lease takeover) can run them in child processes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import pytest
+
+from eventsourcing_cqrs.errors import InvalidInputError
+from eventsourcing_cqrs.event_store.memory import InMemoryEventStore
+from eventsourcing_cqrs.event_store.port import EventStore, NewEvent, RecordedEvent, StreamState
+from projections import (
+    Backoff,
+    EventContext,
+    FailurePolicy,
+    Progress,
+    Projection,
+    ProjectionFailedError,
+    ProjectionRunner,
+    ProjectionState,
+    ProjectionVersionError,
+    RunOutcome,
+    TableSpec,
+    WaitTimeoutError,
+    projection_status,
+    rebuild,
+    wait_for,
+)
+from projections.errors import (
+    DocumentNotFoundError,
+    GenerationChangedError,
+    InvalidNameError,
+    LeaseLostError,
+    ParkedEventNotFoundError,
+    ProjectionNotFoundError,
+    UnknownTableError,
+    UnsupportedOperationError,
+)
+from projections.read_model_store.port import (
+    Document,
+    Generation,
+    Lease,
+    LeaseRole,
+    ProjectionTransaction,
+    ReadModelStore,
+)
+
+__all__ = [
+    "ProjectionRunnerContract",
+    "ReadModelStoreContract",
+    "ReadModelStoreFactory",
+    "Tally",
+    "TallyV2",
+    "append_tallied",
+    "read_model_snapshot",
+]
+
+ReadModelStoreFactory = Callable[[], ReadModelStore]
+
+_SPECS = (TableSpec("accounts", indexes=("owner", "balance")), TableSpec("notes"))
+
+
+# --------------------------------------------------------------------------- projections used by the suites
+
+
+class Tally(Projection):
+    """Counts events per stream, and how often each event was applied (so a double shows).
+
+    ``poison(event)`` returning true makes the handler raise for that event; ``delay`` slows
+    each event down (for kill tests).
+    """
+
+    name = "tally"
+    version = 1
+    tables = (TableSpec("streams", indexes=("count",)), TableSpec("applied"))
+    backoff = Backoff(max_attempts=3, base_delay=0.001, max_delay=0.01)
+
+    def __init__(
+        self,
+        event_type: str = "Tallied",
+        *,
+        poison: Callable[[RecordedEvent], bool] | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self._poison = poison
+        self._delay = delay
+        self.on_recorded(event_type, self.tallied)
+
+    def tallied(self, event: RecordedEvent, context: EventContext) -> None:
+        """Count the event in its stream and record that it was applied."""
+        if self._delay:
+            time.sleep(self._delay)
+        if self._poison is not None and self._poison(event):
+            raise ValueError(f"poisoned event at revision {event.revision} of {event.stream}")
+        streams = context.table("streams")
+        row = streams.get(event.stream) or {"count": 0}
+        streams.put(
+            event.stream,
+            {"count": row["count"] + 1, "last_revision": event.revision, "version": self.version},
+        )
+        applied = context.table("applied")
+        seen = applied.get(str(event.id))
+        applied.put(
+            str(event.id), {"times": 1 if seen is None else seen["times"] + 1, "stream": event.stream}
+        )
+
+
+class TallyV2(Tally):
+    """The same tally after a logic change: the version is bumped."""
+
+    version = 2
+
+
+class ParkingTally(Tally):
+    """A tally that parks events that keep failing instead of stopping."""
+
+    failure_policy = FailurePolicy.PARK
+
+
+def append_tallied(events: EventStore, stream: str, count: int, event_type: str = "Tallied") -> int:
+    """Append ``count`` events of ``event_type`` to ``stream``; the commit position of the last."""
+    result = events.append(
+        stream,
+        [NewEvent(type=event_type, data=json.dumps({"n": n}).encode(), metadata=b"{}") for n in range(count)],
+        expected_version=StreamState.ANY,
+    )
+    return result.position
+
+
+def read_model_snapshot(store: ReadModelStore, projection: str, tables: tuple[str, ...]) -> dict[str, Any]:
+    """Every document of the live generation's tables (ordered by key), to compare read models."""
+    with store.read(projection) as view:
+        return {table: view.table(table).find() for table in tables}
+
+
+def _unique_type() -> str:
+    return f"Tallied{uuid.uuid4().hex[:10]}"
+
+
+def _stream() -> str:
+    return f"Tally-{uuid.uuid4().hex[:10]}"
+
+
+# --------------------------------------------------------------------------- the store contract
+
+
+class Writer:
+    """The live generation of projection ``accounts_view``, with the lease that writes it."""
+
+    def __init__(self, store: ReadModelStore, lease: Lease, generation: Generation) -> None:
+        self.store = store
+        self.lease = lease
+        self.generation = generation
+
+    def transaction(self) -> AbstractContextManager[ProjectionTransaction]:
+        """A unit of work on the generation."""
+        return self.store.transaction("accounts_view", self.generation.number, lease=self.lease)
+
+
+class ReadModelStoreContract:
+    """Every sentence of the read model store port, as tests. See the module docstring."""
+
+    #: Whether the adapter runs raw SQL (false for the memory store).
+    SUPPORTS_RAW_SQL: ClassVar[bool] = True
+    #: The adapter's SQL parameter placeholder.
+    PARAMETER: ClassVar[str] = "?"
+
+    @pytest.fixture
+    def read_model_store_factory(self) -> ReadModelStoreFactory:
+        raise NotImplementedError("subclasses provide read_model_store_factory")
+
+    @pytest.fixture
+    def store(self, read_model_store_factory: ReadModelStoreFactory) -> Iterator[ReadModelStore]:
+        store = read_model_store_factory()
+        yield store
+        store.close()
+
+    @pytest.fixture
+    def writer(self, store: ReadModelStore) -> Iterator[Writer]:
+        lease = store.lease("accounts_view", LeaseRole.RUN)
+        assert lease.try_acquire()
+        yield Writer(store, lease, store.create_generation("accounts_view", 1, _SPECS, lease=lease))
+        lease.release()
+
+    def _put(self, writer: Writer, documents: dict[str, Document], table: str = "accounts") -> None:
+        with writer.transaction() as uow:
+            for key, document in documents.items():
+                uow.table(table).put(key, document)
+
+    # -- documents ------------------------------------------------------------------------
+
+    def test_a_put_document_is_read_back_by_key(self, store: ReadModelStore, writer: Writer) -> None:
+        self._put(writer, {"a1": {"owner": "ada", "balance": 10, "tags": ["x"], "nested": {"k": None}}})
+        with store.read("accounts_view") as view:
+            assert view.table("accounts").get("a1") == {
+                "owner": "ada",
+                "balance": 10,
+                "tags": ["x"],
+                "nested": {"k": None},
+            }
+            assert view.table("accounts").get("missing") is None
+
+    def test_put_replaces_the_whole_document(self, store: ReadModelStore, writer: Writer) -> None:
+        self._put(writer, {"a1": {"owner": "ada", "balance": 10}})
+        self._put(writer, {"a1": {"owner": "bob"}})
+        with store.read("accounts_view") as view:
+            assert view.table("accounts").get("a1") == {"owner": "bob"}
+
+    def test_update_merges_top_level_fields_and_returns_the_document(
+        self, store: ReadModelStore, writer: Writer
+    ) -> None:
+        self._put(writer, {"a1": {"owner": "ada", "balance": 10}})
+        with writer.transaction() as uow:
+            assert uow.table("accounts").update("a1", {"balance": 15, "closed": False}) == {
+                "owner": "ada",
+                "balance": 15,
+                "closed": False,
+            }
+        with store.read("accounts_view") as view:
+            assert view.table("accounts").get("a1") == {"owner": "ada", "balance": 15, "closed": False}
+
+    def test_update_of_a_missing_key_raises_naming_table_and_key(self, writer: Writer) -> None:
+        with pytest.raises(DocumentNotFoundError) as raised, writer.transaction() as uow:
+            uow.table("accounts").update("nope", {"balance": 1})
+        assert (raised.value.table, raised.value.key) == ("accounts", "nope")
+        assert "'nope'" in str(raised.value)
+
+    def test_delete_says_whether_a_document_was_there(self, store: ReadModelStore, writer: Writer) -> None:
+        self._put(writer, {"a1": {"owner": "ada"}})
+        with writer.transaction() as uow:
+            assert uow.table("accounts").delete("a1") is True
+            assert uow.table("accounts").delete("a1") is False
+            assert uow.table("accounts").get("a1") is None
+        with store.read("accounts_view") as view:
+            assert view.table("accounts").get("a1") is None
+
+    def test_decimals_uuids_and_dates_are_stored_as_strings(
+        self, store: ReadModelStore, writer: Writer
+    ) -> None:
+        ident = uuid.uuid4()
+        moment = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
+        self._put(
+            writer, {"a1": {"amount": Decimal("12.50"), "id": ident, "at": moment, "day": date(2024, 5, 6)}}
+        )
+        with store.read("accounts_view") as view:
+            assert view.table("accounts").get("a1") == {
+                "amount": "12.50",
+                "id": str(ident),
+                "at": moment.isoformat(),
+                "day": "2024-05-06",
+            }
+
+    def test_a_unit_of_work_reads_its_writes_as_json_and_hands_out_copies(
+        self, store: ReadModelStore, writer: Writer
+    ) -> None:
+        self._put(writer, {"a1": {"owner": "ada", "tags": ["x"]}})
+        written = {"amount": Decimal("1.50"), "pair": (1, 2), "nested": {3: "three"}}
+        with writer.transaction() as uow:
+            accounts = uow.table("accounts")
+            accounts.put("a2", written)
+            written["amount"] = Decimal(0)
+            got = accounts.get("a2")
+            assert got == {"amount": "1.50", "pair": [1, 2], "nested": {"3": "three"}}
+            assert got is not None
+            got["pair"].append(3)
+            got["amount"] = "mutated"
+            updated = accounts.update("a1", {"balance": Decimal("2")})
+            assert updated == {"owner": "ada", "tags": ["x"], "balance": "2"}
+            updated["tags"].append("y")
+            updated["owner"] = "mutated"
+            first = accounts.get("a1")
+            assert first is not None
+            first["tags"].append("z")
+            assert accounts.get("a2") == {"amount": "1.50", "pair": [1, 2], "nested": {"3": "three"}}
+            assert accounts.get("a1") == {"owner": "ada", "tags": ["x"], "balance": "2"}
+        with store.read("accounts_view") as view:
+            assert view.table("accounts").get("a1") == {"owner": "ada", "tags": ["x"], "balance": "2"}
+            assert view.table("accounts").get("a2") == {
+                "amount": "1.50",
+                "pair": [1, 2],
+                "nested": {"3": "three"},
+            }
+
+    def test_a_document_that_is_not_json_is_rejected_naming_table_and_key(self, writer: Writer) -> None:
+        with pytest.raises(InvalidInputError) as raised, writer.transaction() as uow:
+            uow.table("accounts").put("a1", {"bad": object()})
+        assert "a1" in str(raised.value)
+        assert "accounts" in str(raised.value)
+
+    def test_keys_must_be_non_empty_strings(self, writer: Writer) -> None:
+        with pytest.raises(InvalidInputError), writer.transaction() as uow:
+            uow.table("accounts").put("", {"x": 1})
+        with pytest.raises(InvalidInputError), writer.transaction() as uow:
+            uow.table("accounts").get(42)  # type: ignore[arg-type]
+
+    # -- queries --------------------------------------------------------------------------
+
+    def test_find_compares_with_json_types(self, store: ReadModelStore, writer: Writer) -> None:
+        self._put(
+            writer,
+            {
+                "int": {"v": 1, "owner": "ada"},
+                "float": {"v": 1.0, "owner": "ada"},
+                "str": {"v": "1", "owner": "ada"},
+                "true": {"v": True, "owner": "bob"},
+                "null": {"v": None, "owner": "bob"},
+                "missing": {"owner": "bob"},
+            },
+        )
+        with store.read("accounts_view") as view:
+            table = view.table("accounts")
+
+            def keys(where: dict[str, Any]) -> list[Any]:
+                return sorted(json.dumps(doc.get("v")) for doc in table.find(where))
+
+            assert keys({"v": 1}) == ["1", "1.0"]
+            assert keys({"v": "1"}) == ['"1"']
+            assert keys({"v": True}) == ["true"]
+            assert keys({"v": None}) == ["null", "null"]
+            assert keys({"v": 1, "owner": "ada"}) == ["1", "1.0"]
+            assert keys({"v": 1, "owner": "bob"}) == []
+            assert table.count({"owner": "bob"}) == 3
+            assert table.count() == 6
+
+    def test_find_orders_by_a_field_then_by_key(self, store: ReadModelStore, writer: Writer) -> None:
+        self._put(
+            writer,
+            {
+                "k1": {"balance": 10, "owner": "b"},
+                "k2": {"balance": 2.5, "owner": "B"},
+                "k3": {"balance": 10, "owner": "a"},
+                "k4": {"owner": "é"},
+                "k5": {"balance": -1, "owner": "ab"},
+            },
+        )
+        with store.read("accounts_view") as view:
+            table = view.table("accounts")
+            by_balance = [d["owner"] for d in table.find(order_by="balance")]
+            assert by_balance == ["é", "ab", "B", "b", "a"]
+            by_balance_desc = [d["owner"] for d in table.find(order_by="balance", descending=True)]
+            assert by_balance_desc == ["b", "a", "B", "ab", "é"]
+            assert [d["owner"] for d in table.find(order_by="owner")] == ["B", "a", "ab", "b", "é"]
+            assert [d["owner"] for d in table.find(order_by="owner", limit=2)] == ["B", "a"]
+            assert table.find(order_by="owner", limit=0) == []
+            assert [d["owner"] for d in table.find()] == ["b", "B", "a", "é", "ab"]
+
+    def test_where_and_order_by_names_must_be_identifiers(
+        self, store: ReadModelStore, writer: Writer
+    ) -> None:
+        self._put(writer, {"a1": {"owner": "ada"}})
+        with store.read("accounts_view") as view:
+            with pytest.raises(InvalidNameError):
+                view.table("accounts").find({"owner') OR 1=1 --": "x"})
+            with pytest.raises(InvalidNameError):
+                view.table("accounts").find(order_by="owner; DROP TABLE x")
+            with pytest.raises(InvalidInputError):
+                view.table("accounts").find({"owner": ["list"]})  # type: ignore[dict-item]
+            with pytest.raises(InvalidInputError):
+                view.table("accounts").find(limit=-1)
+
+    def test_a_unit_of_work_queries_its_own_writes(self, writer: Writer) -> None:
+        self._put(writer, {"a1": {"owner": "ada"}, "a2": {"owner": "ada"}})
+        with writer.transaction() as uow:
+            table = uow.table("accounts")
+            table.put("a3", {"owner": "ada"})
+            table.delete("a1")
+            table.update("a2", {"owner": "bob"})
+            assert table.count({"owner": "ada"}) == 1
+            assert [d["owner"] for d in table.find()] == ["bob", "ada"]
+
+    def test_writes_are_invisible_to_readers_until_commit(
+        self, store: ReadModelStore, writer: Writer
+    ) -> None:
+        seen: list[Any] = []
+        with writer.transaction() as uow:
+            uow.table("accounts").put("a1", {"owner": "ada"})
+            uow.table("accounts").count()  # flushed into the open transaction
+
+            def look() -> None:
+                with store.read("accounts_view") as view:
+                    seen.append(view.table("accounts").get("a1"))
+
+            reader = threading.Thread(target=look)
+            reader.start()
+            reader.join(10)
+        assert seen == [None]
+        with store.read("accounts_view") as view:
+            assert view.table("accounts").get("a1") == {"owner": "ada"}
+
+    def test_an_exception_rolls_back_writes_and_checkpoint(
+        self, store: ReadModelStore, writer: Writer
+    ) -> None:
+        def fail_midway() -> None:
+            with writer.transaction() as uow:
+                uow.table("accounts").put("a1", {"owner": "ada"})
+                uow.table("accounts").count()
+                uow.set_checkpoint(42, 1)
+                raise RuntimeError("handler failed")
+
+        with pytest.raises(RuntimeError):
+            fail_midway()
+        with store.read("accounts_view") as view:
+            assert view.table("accounts").get("a1") is None
+            assert view.generation.checkpoint is None
+
+    def test_the_checkpoint_commits_with_the_writes(self, store: ReadModelStore, writer: Writer) -> None:
+        with writer.transaction() as uow:
+            uow.table("accounts").put("a1", {"owner": "ada"})
+            uow.set_checkpoint(7, 1)
+        with writer.transaction() as uow:
+            uow.set_checkpoint(9, 2)
+        live = store.describe("accounts_view").live
+        assert live is not None
+        assert (live.checkpoint, live.events_applied) == (9, 3)
+
+    def test_an_undeclared_table_is_refused(self, store: ReadModelStore, writer: Writer) -> None:
+        with pytest.raises(UnknownTableError) as raised, writer.transaction() as uow:
+            uow.table("ghosts")
+        assert (raised.value.projection, raised.value.table) == ("accounts_view", "ghosts")
+        with store.read("accounts_view") as view, pytest.raises(UnknownTableError):
+            view.table("ghosts")
+
+    def test_names_that_are_unsafe_in_sql_are_refused(self, store: ReadModelStore) -> None:
+        for bad in ['x"; DROP TABLE y; --', "Upper", "a__b", "9lives", "", "x" * 31]:
+            with pytest.raises(InvalidNameError):
+                store.describe(bad)
+        for bad in ['t"', "a b", "a__b", "x" * 21]:
+            with pytest.raises(InvalidNameError):
+                TableSpec(bad)
+        with pytest.raises(InvalidNameError):
+            TableSpec("ok", indexes=("no-dash",))
+
+    def test_reading_a_projection_that_never_ran_raises(self, store: ReadModelStore) -> None:
+        with pytest.raises(ProjectionNotFoundError), store.read("never_ran"):
+            pass
+        record = store.describe("never_ran")
+        assert (record.live, record.building, record.state) == (None, None, ProjectionState.NEW)
+
+    def test_raw_sql_runs_in_the_transaction_and_the_view(
+        self, store: ReadModelStore, writer: Writer
+    ) -> None:
+        if not self.SUPPORTS_RAW_SQL:
+            with writer.transaction() as uow, pytest.raises(UnsupportedOperationError):
+                uow.execute("SELECT 1")
+            return
+        p = self.PARAMETER
+        with writer.transaction() as uow:
+            uow.table("accounts").put("a1", {"owner": "ada"})
+            table = uow.sql_table("accounts")
+            assert uow.execute(f"SELECT key FROM {table} WHERE key = {p}", ["a1"]) == [("a1",)]
+            uow.execute(f"DELETE FROM {table} WHERE key = {p}", ["a1"])
+            assert uow.table("accounts").get("a1") is None
+            uow.table("accounts").put("a2", {"owner": "bob"})
+        with store.read("accounts_view") as view:
+            assert view.execute(f"SELECT count(*) FROM {view.sql_table('accounts')}") == [(1,)]
+
+    # -- generations, leases, parking -----------------------------------------------------
+
+    def test_a_switch_makes_the_building_generation_live_and_drops_the_old(
+        self, store: ReadModelStore, writer: Writer
+    ) -> None:
+        self._put(writer, {"old": {"owner": "ada"}})
+        rebuild_lease = store.lease("accounts_view", LeaseRole.REBUILD)
+        assert rebuild_lease.try_acquire()
+        try:
+            building = store.create_generation("accounts_view", 2, _SPECS, lease=rebuild_lease)
+            with store.transaction("accounts_view", building.number, lease=rebuild_lease) as uow:
+                uow.table("accounts").put("new", {"owner": "bob"})
+                uow.set_checkpoint(5, 1)
+            with store.read("accounts_view") as view:
+                assert view.generation.number == writer.generation.number
+                assert view.table("accounts").get("old") == {"owner": "ada"}
+            record = store.describe("accounts_view")
+            assert record.building is not None
+            assert record.building.number == building.number
+            store.switch_generation("accounts_view", building.number, lease=rebuild_lease)
+        finally:
+            rebuild_lease.release()
+        with store.read("accounts_view") as view:
+            assert (view.generation.number, view.generation.version) == (building.number, 2)
+            assert view.table("accounts").find() == [{"owner": "bob"}]
+        with pytest.raises(GenerationChangedError), writer.transaction():
+            pass
+        record = store.describe("accounts_view")
+        assert record.building is None
+
+    def test_a_query_that_began_before_a_switch_finishes_on_the_old_generation(
+        self, store: ReadModelStore, writer: Writer
+    ) -> None:
+        self._put(writer, {"old": {"owner": "ada"}})
+        rebuild_lease = store.lease("accounts_view", LeaseRole.REBUILD)
+        assert rebuild_lease.try_acquire()
+        building = store.create_generation("accounts_view", 2, _SPECS, lease=rebuild_lease)
+        seen: list[Any] = []
+        reading, go_on = threading.Event(), threading.Event()
+
+        def query() -> None:
+            with store.read("accounts_view") as view:
+                seen.append(view.table("accounts").get("old"))
+                reading.set()
+                go_on.wait(10)
+                seen.append(view.table("accounts").get("old"))
+
+        def switch() -> None:
+            store.switch_generation("accounts_view", building.number, lease=rebuild_lease)
+
+        reader, switcher = threading.Thread(target=query), threading.Thread(target=switch)
+        try:
+            reader.start()
+            assert reading.wait(10)
+            switcher.start()
+            time.sleep(0.2)  # the switch runs (or waits for the query, on PostgreSQL)
+            go_on.set()
+            reader.join(10)
+            switcher.join(10)
+        finally:
+            go_on.set()
+            rebuild_lease.release()
+        assert seen == [{"owner": "ada"}, {"owner": "ada"}]
+        with store.read("accounts_view") as view:
+            assert view.generation.number == building.number
+            assert view.table("accounts").get("old") is None
+
+    def test_a_new_building_generation_replaces_an_abandoned_one(
+        self, store: ReadModelStore, writer: Writer
+    ) -> None:
+        lease = store.lease("accounts_view", LeaseRole.REBUILD)
+        assert lease.try_acquire()
+        try:
+            first = store.create_generation("accounts_view", 2, _SPECS, lease=lease)
+            second = store.create_generation("accounts_view", 2, _SPECS, lease=lease)
+            assert second.number > first.number
+            with (
+                pytest.raises(GenerationChangedError),
+                store.transaction("accounts_view", first.number, lease=lease),
+            ):
+                pass
+            store.drop_generation("accounts_view", second.number, lease=lease)
+            assert store.describe("accounts_view").building is None
+        finally:
+            lease.release()
+
+    def test_a_lease_is_exclusive_until_released(self, store: ReadModelStore) -> None:
+        first = store.lease("leased", LeaseRole.RUN)
+        second = store.lease("leased", LeaseRole.RUN)
+        assert store.lease_held("leased", LeaseRole.RUN) is False
+        assert first.try_acquire()
+        assert first.held
+        assert store.lease_held("leased", LeaseRole.RUN) is True
+        assert not second.try_acquire()
+        other_role = store.lease("leased", LeaseRole.REBUILD)
+        assert other_role.try_acquire()  # roles are independent
+        other_role.release()
+        first.release()
+        first.release()
+        assert second.try_acquire()
+        assert second.epoch > first.epoch
+        second.release()
+
+    def test_a_superseded_lease_cannot_commit(self, store: ReadModelStore) -> None:
+        old = store.lease("fenced", LeaseRole.RUN)
+        assert old.try_acquire()
+        generation = store.create_generation("fenced", 1, _SPECS, lease=old)
+        old.release()
+        new = store.lease("fenced", LeaseRole.RUN)
+        assert new.try_acquire()
+        try:
+            with (
+                pytest.raises(LeaseLostError) as raised,
+                store.transaction("fenced", generation.number, lease=old),
+            ):
+                pass
+            assert raised.value.current == new.epoch
+            with store.transaction("fenced", generation.number, lease=new) as uow:
+                uow.set_checkpoint(1, 0)
+        finally:
+            new.release()
+
+    def test_parked_events_are_listed_and_marked_for_retry(
+        self, store: ReadModelStore, writer: Writer
+    ) -> None:
+        event = RecordedEvent(
+            id=uuid.uuid4(),
+            type="Poison",
+            data=b'{"x": 1}',
+            metadata=b"{}",
+            stream="Acc-1",
+            revision=3,
+            position=17,
+            recorded_at=datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+        )
+        with writer.transaction() as uow:
+            uow.park(event, "ValueError: bad", 3)
+            uow.set_checkpoint(17, 0)
+        [parked] = store.parked_events("accounts_view")
+        assert parked.to_recorded() == event
+        assert (parked.error, parked.attempts, parked.retry_requested) == ("ValueError: bad", 3, False)
+        with pytest.raises(ParkedEventNotFoundError):
+            store.request_retry("accounts_view", [99])
+        assert store.request_retry("accounts_view") == 1
+        with writer.transaction() as uow:
+            [again] = uow.parked_for_retry()
+            uow.parked_failed_again(again.position, "ValueError: still bad", 1)
+        [parked] = store.parked_events("accounts_view")
+        assert (parked.error, parked.attempts, parked.retry_requested) == ("ValueError: still bad", 4, False)
+        with writer.transaction() as uow:
+            uow.unpark(17)
+        assert store.parked_events("accounts_view") == []
+
+    def test_state_and_last_error_are_recorded(self, store: ReadModelStore) -> None:
+        store.set_state("stateful", ProjectionState.LIVE)
+        store.set_state("stateful", ProjectionState.FAILED, error="ValueError: boom")
+        store.set_state("stateful", ProjectionState.STOPPED)
+        record = store.describe("stateful")
+        assert record.state is ProjectionState.STOPPED
+        assert record.last_error == "ValueError: boom"
+        assert record.last_error_at is not None
+        assert "stateful" in store.projection_names()
+
+
+# --------------------------------------------------------------------------- the runner contract
+
+
+class ProjectionRunnerContract:
+    """The runner's promises, on one read model store. See the module docstring."""
+
+    #: Whether the event store reports a checkpoint past trailing filtered-out events when a
+    #: subscription catches up (EventStoreDB only sends them every so many records).
+    CHECKPOINT_AT_CATCH_UP: ClassVar[bool] = True
+
+    @pytest.fixture
+    def read_model_store_factory(self) -> ReadModelStoreFactory:
+        raise NotImplementedError("subclasses provide read_model_store_factory")
+
+    @pytest.fixture
+    def store(self, read_model_store_factory: ReadModelStoreFactory) -> Iterator[ReadModelStore]:
+        store = read_model_store_factory()
+        yield store
+        store.close()
+
+    @pytest.fixture
+    def event_store(self) -> Iterator[EventStore]:
+        events = InMemoryEventStore()
+        yield events
+        events.close()
+
+    @pytest.fixture
+    def event_type(self) -> str:
+        return _unique_type()
+
+    def runner(
+        self, projection: Projection, events: EventStore, store: ReadModelStore, **options: Any
+    ) -> ProjectionRunner:
+        options.setdefault("batch_delay", 0.01)
+        options.setdefault("lease_poll_interval", 0.02)
+        options.setdefault("retry_check_interval", 0.02)
+        return ProjectionRunner(projection, events, store, **options)
+
+    @staticmethod
+    def counts(store: ReadModelStore, name: str = "tally") -> dict[str, int]:
+        """Events counted per stream; fails if any event was applied twice."""
+        with store.read(name) as view:
+            applied = view.table("applied").find()
+            assert all(doc["times"] == 1 for doc in applied), "an event was applied twice"
+            counts: dict[str, int] = {}
+            for stream in sorted({doc["stream"] for doc in applied}):
+                row = view.table("streams").get(stream)
+                assert row is not None
+                counts[stream] = row["count"]
+            return counts
+
+    # -- applying -------------------------------------------------------------------------
+
+    def test_every_handled_event_is_applied_once(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        a, b = _stream(), _stream()
+        append_tallied(event_store, a, 7, event_type)
+        append_tallied(event_store, b, 5, event_type)
+        assert self.runner(Tally(event_type), event_store, store, batch_size=3).run(until_caught_up=True) is (
+            RunOutcome.CAUGHT_UP
+        )
+        assert self.counts(store) == {a: 7, b: 5}
+
+    def test_unhandled_events_are_filtered_out_but_the_checkpoint_passes_them(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        stream = _stream()
+        append_tallied(event_store, stream, 2, event_type)
+        last = append_tallied(event_store, _stream(), 3, "SomethingElse")
+        self.runner(Tally(event_type), event_store, store).run(until_caught_up=True)
+        assert self.counts(store) == {stream: 2}
+        live = store.describe("tally").live
+        assert live is not None
+        assert live.events_applied == 2
+        assert live.checkpoint is not None
+        if self.CHECKPOINT_AT_CATCH_UP:
+            assert live.checkpoint == last
+        else:
+            assert live.checkpoint < last
+
+    def test_a_new_runner_resumes_from_the_checkpoint(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        stream = _stream()
+        append_tallied(event_store, stream, 4, event_type)
+        self.runner(Tally(event_type), event_store, store).run(until_caught_up=True)
+        append_tallied(event_store, stream, 3, event_type)
+        self.runner(Tally(event_type), event_store, store).run(until_caught_up=True)
+        assert self.counts(store) == {stream: 7}
+
+    def test_batches_hold_at_most_batch_size_events(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        from structlog.testing import capture_logs  # noqa: PLC0415 - test-only
+
+        append_tallied(event_store, _stream(), 25, event_type)
+        with capture_logs() as logs:
+            runner = self.runner(Tally(event_type), event_store, store, batch_size=10, batch_delay=60)
+            runner.run(until_caught_up=True)
+        sizes = [entry["events"] for entry in logs if entry["event"] == "projection.batch_committed"]
+        assert sizes == [10, 10, 5]
+
+    def test_a_started_runner_follows_live_events_and_wait_for_sees_them(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        stream = _stream()
+        runner = self.runner(Tally(event_type), event_store, store, batch_size=1000, batch_delay=0.02)
+        runner.start()
+        try:
+            for count in (1, 2, 3):
+                position = append_tallied(event_store, stream, 1, event_type)
+                runner.wait_for(position, timeout=10)
+                assert self.counts(store) == {stream: count}
+            ignored = append_tallied(event_store, _stream(), 1, "Unrelated")
+            runner.wait_for(ignored, timeout=10)
+        finally:
+            runner.stop()
+            runner.join(10)
+        assert store.describe("tally").state is ProjectionState.STOPPED
+        assert not store.lease_held("tally", LeaseRole.RUN)
+
+    def test_a_lone_live_event_commits_without_waiting_for_the_batch_delay(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        stream = _stream()
+        caught_up = append_tallied(event_store, stream, 3, event_type)
+        runner = self.runner(Tally(event_type), event_store, store, batch_size=1000, batch_delay=60)
+        runner.start()
+        try:
+            runner.wait_for(caught_up, timeout=10)
+            for count in (4, 5):
+                position = append_tallied(event_store, stream, 1, event_type)
+                runner.wait_for(position, timeout=10)
+                assert self.counts(store) == {stream: count}
+        finally:
+            runner.stop()
+            runner.join(10)
+
+    def test_wait_for_times_out_when_nobody_runs_the_projection(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        self.runner(Tally(event_type), event_store, store).run(until_caught_up=True)
+        position = append_tallied(event_store, _stream(), 1, event_type)
+        with pytest.raises(WaitTimeoutError) as raised:
+            wait_for(Tally(event_type), event_store, store, position, timeout=0.1)
+        assert isinstance(raised.value, TimeoutError)
+        assert raised.value.position == position
+
+    # -- failures -------------------------------------------------------------------------
+
+    def test_an_event_that_keeps_failing_stops_the_runner_naming_the_event(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        stream = _stream()
+        append_tallied(event_store, stream, 3, event_type)
+        bad_position = append_tallied(event_store, stream, 1, event_type)
+        append_tallied(event_store, stream, 2, event_type)
+        attempts: list[int] = []
+
+        def poison(event: RecordedEvent) -> bool:
+            if event.position == bad_position:
+                attempts.append(1)
+                return True
+            return False
+
+        runner = self.runner(Tally(event_type, poison=poison), event_store, store)
+        with pytest.raises(ProjectionFailedError) as raised:
+            runner.run(until_caught_up=True)
+        error = raised.value
+        assert (error.projection, error.event_type, error.stream, error.revision, error.position) == (
+            "tally",
+            event_type,
+            stream,
+            3,
+            bad_position,
+        )
+        assert error.attempts == len(attempts) == 3
+        assert isinstance(error.__cause__, ValueError)
+        for part in ("tally", event_type, stream, "revision 3", f"position {bad_position}"):
+            assert part in str(error)
+        assert self.counts(store) == {stream: 3}
+        record = store.describe("tally")
+        assert record.live is not None
+        assert record.live.checkpoint is not None
+        assert record.live.checkpoint < bad_position
+        assert record.state is ProjectionState.FAILED
+        assert record.last_error is not None
+        assert stream in record.last_error
+        # After the fix, a restart applies the event and the rest.
+        self.runner(Tally(event_type), event_store, store).run(until_caught_up=True)
+        assert self.counts(store) == {stream: 6}
+
+    def test_an_event_that_fails_then_succeeds_is_applied_once(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        stream = _stream()
+        append_tallied(event_store, stream, 6, event_type)
+        failures = {"left": 2}
+
+        def flaky(event: RecordedEvent) -> bool:
+            if event.revision == 2 and failures["left"]:
+                failures["left"] -= 1
+                return True
+            return False
+
+        self.runner(Tally(event_type, poison=flaky), event_store, store, batch_size=100).run(
+            until_caught_up=True
+        )
+        assert failures["left"] == 0
+        assert self.counts(store) == {stream: 6}
+
+    def test_the_park_policy_sets_the_event_aside_and_goes_on(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        stream = _stream()
+        append_tallied(event_store, stream, 2, event_type)
+        bad = append_tallied(event_store, stream, 1, event_type)
+        append_tallied(event_store, stream, 2, event_type)
+        fixed = {"yes": False}
+        projection = ParkingTally(event_type, poison=lambda e: e.position == bad and not fixed["yes"])
+        runner = self.runner(projection, event_store, store)
+        runner.run(until_caught_up=True)
+        assert self.counts(store) == {stream: 4}
+        [parked] = store.parked_events("tally")
+        assert (parked.position, parked.stream, parked.revision, parked.attempts) == (bad, stream, 2, 3)
+        assert "poisoned" in parked.error
+        status = projection_status(projection, event_store, store)
+        assert status.parked == 1
+        assert status.last_error is not None
+        assert "poisoned" in status.last_error
+        assert runner.retry_parked() == 0  # still failing: stays parked, with one more attempt
+        [parked] = store.parked_events("tally")
+        assert (parked.attempts, parked.retry_requested) == (4, False)
+        fixed["yes"] = True
+        assert runner.retry_parked() == 1
+        assert store.parked_events("tally") == []
+        assert self.counts(store) == {stream: 5}
+
+    def test_a_running_runner_retries_parked_events_on_request(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        stream = _stream()
+        bad = append_tallied(event_store, stream, 1, event_type)
+        fixed = {"yes": False}
+        projection = ParkingTally(event_type, poison=lambda e: e.position == bad and not fixed["yes"])
+        runner = self.runner(projection, event_store, store)
+        runner.start()
+        try:
+            runner.wait_for(bad, timeout=10)
+            assert len(store.parked_events("tally")) == 1
+            fixed["yes"] = True
+            assert runner.retry_parked(timeout=10) == 1
+            assert self.counts(store) == {stream: 1}
+        finally:
+            runner.stop()
+            runner.join(10)
+
+    # -- status ---------------------------------------------------------------------------
+
+    def test_status_reports_checkpoint_head_lag_and_state(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        projection = Tally(event_type)
+        self.runner(projection, event_store, store).run(until_caught_up=True)
+        position = append_tallied(event_store, _stream(), 4, event_type)
+        status = projection_status(projection, event_store, store)
+        assert status.head_position == event_store.head_position() >= position
+        assert status.lag_events == 4
+        assert not status.lag_capped
+        assert status.lag_seconds >= 0
+        assert status.state is ProjectionState.STOPPED
+        assert status.running is False
+        assert (status.parked, status.last_error) == (0, None)
+        capped = projection_status(projection, event_store, store, count_limit=2)
+        assert (capped.lag_events, capped.lag_capped) == (2, True)
+        self.runner(projection, event_store, store).run(until_caught_up=True)
+        status = projection_status(projection, event_store, store)
+        assert (status.checkpoint, status.lag_events, status.lag_seconds) == (position, 0, 0.0)
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def test_a_second_runner_waits_for_the_lease_and_takes_over(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        stream = _stream()
+        append_tallied(event_store, stream, 2, event_type)
+        first = self.runner(Tally(event_type), event_store, store)
+        second = self.runner(Tally(event_type), event_store, store)
+        first.start()
+        try:
+            first.wait_for(event_store.head_position(), timeout=10)
+            second.start()
+            deadline = time.monotonic() + 10
+            while store.describe("tally").state is not ProjectionState.WAITING_FOR_LEASE:
+                assert time.monotonic() < deadline, "the second runner never waited"
+                time.sleep(0.01)
+            first.stop()
+            first.join(10)
+            position = append_tallied(event_store, stream, 1, event_type)
+            second.wait_for(position, timeout=10)
+            assert self.counts(store) == {stream: 3}
+        finally:
+            first.stop()
+            second.stop()
+            first.join(10)
+            second.join(10)
+
+    # -- rebuilds -------------------------------------------------------------------------
+
+    def test_a_rebuild_builds_beside_the_live_generation_and_switches(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        stream = _stream()
+        append_tallied(event_store, stream, 30, event_type)
+        self.runner(Tally(event_type), event_store, store).run(until_caught_up=True)
+        before = read_model_snapshot(store, "tally", ("streams", "applied"))
+        live = store.describe("tally").live
+        assert live is not None
+        served: list[int] = []
+        progress: list[Progress] = []
+
+        def watch(update: Progress) -> None:
+            progress.append(update)
+            with store.read("tally") as view:  # the live generation keeps serving
+                served.append(view.generation.number)
+                assert view.table("streams").get(stream) == before["streams"][0]
+
+        report = rebuild(Tally(event_type), event_store, store, progress=watch, batch_size=7)
+        assert report is not None
+        assert report.switched
+        assert report.generation != live.number
+        assert report.events == 30
+        assert set(served) == {live.number}
+        done = [p.done for p in progress]
+        assert done == sorted(done)
+        assert done[-1] == 30
+        assert all(later - earlier <= 7 for earlier, later in zip([0, *done], done, strict=False))
+        assert all(p.total == 30 for p in progress)
+        assert progress[-1].fraction == 1.0
+        assert progress[-1].rate > 0
+        assert progress[-1].eta == 0
+        after = store.describe("tally").live
+        assert after is not None
+        assert after.number == report.generation
+        assert read_model_snapshot(store, "tally", ("streams", "applied")) == before
+
+    def test_bumping_the_version_rebuilds_with_the_new_logic(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        stream = _stream()
+        append_tallied(event_store, stream, 5, event_type)
+        self.runner(Tally(event_type), event_store, store).run(until_caught_up=True)
+        old = store.describe("tally").live
+        assert old is not None
+        self.runner(TallyV2(event_type), event_store, store).run(until_caught_up=True)
+        new = store.describe("tally").live
+        assert new is not None
+        assert (new.version, new.checkpoint) == (2, old.checkpoint)
+        assert new.number != old.number
+        with store.read("tally") as view:
+            assert view.table("streams").get(stream) == {"count": 5, "last_revision": 4, "version": 2}
+        with pytest.raises(ProjectionVersionError) as raised:
+            self.runner(Tally(event_type), event_store, store).run(until_caught_up=True)
+        assert (raised.value.code_version, raised.value.live_version) == (1, 2)
+
+    def test_an_interrupted_rebuild_resumes_where_it_stopped(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        stream = _stream()
+        append_tallied(event_store, stream, 20, event_type)
+        self.runner(Tally(event_type), event_store, store).run(until_caught_up=True)
+        before = read_model_snapshot(store, "tally", ("streams", "applied"))
+        interrupted = self.runner(Tally(event_type), event_store, store, batch_size=5)
+
+        def stop_after_first_batch(update: Progress) -> None:
+            interrupted.stop()
+
+        assert (
+            rebuild(
+                Tally(event_type), event_store, store, progress=stop_after_first_batch, runner=interrupted
+            )
+            is None
+        )
+        building = store.describe("tally").building
+        assert building is not None
+        first = building.events_applied
+        assert 0 < first <= 5
+        progress: list[Progress] = []
+        report = rebuild(Tally(event_type), event_store, store, progress=progress.append, batch_size=5)
+        assert report is not None
+        assert report.resumed
+        assert (report.generation, report.events) == (building.number, 20 - first)
+        assert progress[0].done > first
+        assert progress[-1].done == progress[-1].total == 20
+        assert read_model_snapshot(store, "tally", ("streams", "applied")) == before
+
+    def test_a_running_runner_moves_to_the_rebuilt_generation(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        stream = _stream()
+        append_tallied(event_store, stream, 3, event_type)
+        runner = self.runner(Tally(event_type), event_store, store)
+        runner.start()
+        try:
+            runner.wait_for(event_store.head_position(), timeout=10)
+            report = rebuild(Tally(event_type), event_store, store)
+            assert report is not None
+            position = append_tallied(event_store, stream, 2, event_type)
+            runner.wait_for(position, timeout=10)
+            live = store.describe("tally").live
+            assert live is not None
+            assert live.number == report.generation
+            assert self.counts(store) == {stream: 5}
+        finally:
+            runner.stop()
+            runner.join(10)
