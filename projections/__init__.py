@@ -23,11 +23,11 @@ from projections.read_model_store.port import (
     ParkedEvent,
     ProjectionState,
     ReadModelStore,
+    ReadModelWriter,
     ReadView,
     Table,
     TableReader,
     TableSpec,
-    UnitOfWork,
 )
 from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner, RunOutcome
@@ -47,13 +47,13 @@ __all__ = [
     "ProjectionStatus",
     "ProjectionVersionError",
     "ReadModelStore",
+    "ReadModelWriter",
     "ReadView",
     "RebuildReport",
     "RunOutcome",
     "Table",
     "TableReader",
     "TableSpec",
-    "UnitOfWork",
     "WaitTimeoutError",
     "projection_status",
     "rebuild",

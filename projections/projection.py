@@ -20,7 +20,7 @@ reads events it would ignore. ``name`` identifies the read model in the store: n
 it. Bump ``version`` whenever the handlers' logic changes; the runner then rebuilds the read
 model from the start of ``$all`` beside the live one (see :mod:`projections.rebuild`).
 
-Handlers may only write through the :class:`~projections.read_model_store.port.UnitOfWork` they are
+Handlers may only write through the :class:`~projections.read_model_store.port.ReadModelWriter` they are
 given, so that their writes commit with the checkpoint, and must be deterministic: a rebuild
 replays them over the same events.
 """
@@ -37,7 +37,7 @@ from eventsourcing_cqrs.messages import DomainEvent, Metadata
 from eventsourcing_cqrs.serialization import EventRegistry
 from projections.errors import ProjectionDefinitionError
 from projections.read_model_store._names import validate_projection_name
-from projections.read_model_store.port import Table, TableSpec, UnitOfWork
+from projections.read_model_store.port import ReadModelWriter, Table, TableSpec
 
 __all__ = ["Backoff", "EventContext", "FailurePolicy", "Projection"]
 
@@ -83,7 +83,7 @@ class EventContext:
 
     __slots__ = ("_metadata", "_registry", "recorded", "uow")
 
-    def __init__(self, recorded: RecordedEvent, uow: UnitOfWork, registry: EventRegistry) -> None:
+    def __init__(self, recorded: RecordedEvent, uow: ReadModelWriter, registry: EventRegistry) -> None:
         #: The event as stored: stream, revision, position, recorded time, raw payload.
         self.recorded = recorded
         #: The unit of work that commits with the checkpoint.
@@ -221,7 +221,7 @@ class Projection:
         """Whether a handler is registered for ``event_type``."""
         return event_type in self._handlers()
 
-    def apply(self, recorded: RecordedEvent, uow: UnitOfWork) -> bool:
+    def apply(self, recorded: RecordedEvent, uow: ReadModelWriter) -> bool:
         """Run the handler of ``recorded``'s type in ``uow``; ``False`` if there is none."""
         handlers: dict[str, _Dispatch] | None = getattr(self, "_dispatch", None)
         dispatch = None if handlers is None else handlers.get(recorded.type)

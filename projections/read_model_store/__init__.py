@@ -24,11 +24,11 @@ from projections.read_model_store.port import (
     ProjectionState,
     ProjectionTransaction,
     ReadModelStore,
+    ReadModelWriter,
     ReadView,
     Table,
     TableReader,
     TableSpec,
-    UnitOfWork,
     WhereValue,
 )
 from projections.read_model_store.sqlite import SQLiteReadModelStore
@@ -44,12 +44,12 @@ __all__ = [
     "ProjectionState",
     "ProjectionTransaction",
     "ReadModelStore",
+    "ReadModelWriter",
     "ReadView",
     "SQLiteReadModelStore",
     "Table",
     "TableReader",
     "TableSpec",
-    "UnitOfWork",
     "WhereValue",
     "connect",
 ]

@@ -170,7 +170,7 @@ class ReadOnlyView(DocumentSource):
 
 
 class BufferedUnitOfWork(DocumentSource):
-    """A :class:`~projections.read_model_store.port.UnitOfWork` buffering writes until a query or commit."""
+    """A :class:`~projections.read_model_store.port.ReadModelWriter` that buffers until a query or commit."""
 
     def __init__(self, generation: Generation) -> None:
         super().__init__(generation)

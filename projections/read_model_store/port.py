@@ -1,14 +1,14 @@
 """The read model store port: value types and protocols. No I/O.
 
 A projection writes *documents* (JSON objects) into *tables* that it declares, through a
-:class:`UnitOfWork`. The same projection runs unchanged on every adapter (memory, SQLite,
+:class:`ReadModelWriter`. The same projection runs unchanged on every adapter (memory, SQLite,
 PostgreSQL) because this API is the whole of what it may rely on:
 
 * ``put`` / ``get`` / ``update`` / ``delete`` a document by its string key;
 * ``find`` documents by field equality (``where={"owner": "ada"}``), ordered by one field,
   with a limit; ``count`` them;
-* raw SQL (:meth:`UnitOfWork.execute`) as the escape hatch, on the SQL adapters only, against
-  the physical table names given by :meth:`UnitOfWork.sql_table`.
+* raw SQL (:meth:`ReadModelWriter.execute`) as the escape hatch, on the SQL adapters only, against
+  the physical table names given by :meth:`ReadModelWriter.sql_table`.
 
 Documents are JSON: ``Decimal``, ``UUID``, ``date`` and ``datetime`` values are stored as
 strings and read back as strings. ``where`` compares with JSON types (``1`` matches ``1`` and
@@ -52,11 +52,11 @@ __all__ = [
     "ProjectionState",
     "ProjectionTransaction",
     "ReadModelStore",
+    "ReadModelWriter",
     "ReadView",
     "Table",
     "TableReader",
     "TableSpec",
-    "UnitOfWork",
     "WhereValue",
 ]
 
@@ -260,7 +260,7 @@ class ReadView(Protocol):
         ...
 
 
-class UnitOfWork(Protocol):
+class ReadModelWriter(Protocol):
     """What a projection's handlers write through: every write commits with the checkpoint."""
 
     def table(self, name: str) -> Table:
@@ -279,7 +279,7 @@ class UnitOfWork(Protocol):
         ...
 
 
-class ProjectionTransaction(UnitOfWork, Protocol):
+class ProjectionTransaction(ReadModelWriter, Protocol):
     """The runner's side of a unit of work: checkpoint and parked events, same transaction."""
 
     @property
