@@ -4,10 +4,14 @@ The write side at a glance: :class:`DomainEvent`, :class:`Command` and :class:`Q
 pydantic models; an :class:`Aggregate` decides and applies events; a :class:`Repository` loads
 and saves it with optimistic concurrency and snapshots; a :class:`CommandBus` runs handlers
 with correlation, authorization, retries and idempotency; a :class:`QueryBus` answers queries
-from read models. The event store port and its adapters live in :mod:`eventsourcing_cqrs.event_store`.
+from read models; an :class:`AuditTrail` replays what happened to an entity. Every exception a
+caller may catch is importable from here, rooted at :class:`CQRSError` (the tree is drawn in
+:mod:`eventsourcing_cqrs.errors`). The event store port and its adapters live in
+:mod:`eventsourcing_cqrs.event_store`; test helpers in :mod:`eventsourcing_cqrs.testing`.
 """
 
 from eventsourcing_cqrs.aggregate import Aggregate
+from eventsourcing_cqrs.audit import AggregateSpec, AuditTrail
 from eventsourcing_cqrs.bus import (
     Authorize,
     CommandBus,
@@ -26,10 +30,20 @@ from eventsourcing_cqrs.errors import (
     CorruptEventError,
     CQRSError,
     DomainError,
+    EventStoreCorruptedError,
+    EventStoreError,
+    EventStoreLockedError,
+    EventStoreTimeoutError,
+    EventStoreUnavailableError,
     HandlerNotFoundError,
+    InvalidInputError,
     SerializationError,
+    StreamDeletedError,
+    StreamNotFoundError,
+    SubscriptionStoppedError,
     UnknownEventTypeError,
     UpcastError,
+    WrongExpectedVersionError,
 )
 from eventsourcing_cqrs.messages import Command, DomainEvent, Metadata, Query
 from eventsourcing_cqrs.repository import Repository
@@ -40,6 +54,8 @@ __all__ = [
     "Aggregate",
     "AggregateAlreadyExistsError",
     "AggregateNotFoundError",
+    "AggregateSpec",
+    "AuditTrail",
     "AuthorizationError",
     "Authorize",
     "CQRSError",
@@ -55,7 +71,13 @@ __all__ = [
     "DomainEvent",
     "EventEnvelope",
     "EventRegistry",
+    "EventStoreCorruptedError",
+    "EventStoreError",
+    "EventStoreLockedError",
+    "EventStoreTimeoutError",
+    "EventStoreUnavailableError",
     "HandlerNotFoundError",
+    "InvalidInputError",
     "Metadata",
     "Middleware",
     "Query",
@@ -63,7 +85,11 @@ __all__ = [
     "Repository",
     "RetryPolicy",
     "SerializationError",
+    "StreamDeletedError",
+    "StreamNotFoundError",
+    "SubscriptionStoppedError",
     "UnknownEventTypeError",
     "UpcastError",
     "Upcaster",
+    "WrongExpectedVersionError",
 ]

@@ -5,17 +5,31 @@
   per projection, retries with backoff, parking, graceful stop, blue/green rebuilds.
 * :func:`rebuild` — rebuild a read model from scratch beside the live one.
 * :func:`projection_status` and :func:`wait_for` — operations and read-your-writes.
-* :mod:`projections.read_model_store` — the :class:`ReadModelStore` port and its memory, SQLite and
-  PostgreSQL adapters.
+* :mod:`projections.read_model_store` — the :class:`ReadModelStore` port, its memory, SQLite and
+  PostgreSQL adapters, and ``connect(uri)``.
+* Every exception the read side raises, rooted at
+  :class:`~eventsourcing_cqrs.errors.CQRSError` (the tree is drawn in :mod:`projections.errors`).
 """
 
 from __future__ import annotations
 
 from projections._progress import Progress, RebuildReport
 from projections.errors import (
+    DocumentNotFoundError,
+    GenerationChangedError,
+    InvalidNameError,
+    LeaseLostError,
+    ParkedEventNotFoundError,
+    ProjectionDefinitionError,
     ProjectionError,
     ProjectionFailedError,
+    ProjectionNotFoundError,
     ProjectionVersionError,
+    ReadModelStoreError,
+    ReadModelStoreLockedError,
+    ReadModelStoreUnavailableError,
+    UnknownTableError,
+    UnsupportedOperationError,
     WaitTimeoutError,
 )
 from projections.projection import Backoff, EventContext, FailurePolicy, Projection
@@ -35,18 +49,28 @@ from projections.status import ProjectionStatus, projection_status, wait_for
 
 __all__ = [
     "Backoff",
+    "DocumentNotFoundError",
     "EventContext",
     "FailurePolicy",
+    "GenerationChangedError",
+    "InvalidNameError",
+    "LeaseLostError",
     "ParkedEvent",
+    "ParkedEventNotFoundError",
     "Progress",
     "Projection",
+    "ProjectionDefinitionError",
     "ProjectionError",
     "ProjectionFailedError",
+    "ProjectionNotFoundError",
     "ProjectionRunner",
     "ProjectionState",
     "ProjectionStatus",
     "ProjectionVersionError",
     "ReadModelStore",
+    "ReadModelStoreError",
+    "ReadModelStoreLockedError",
+    "ReadModelStoreUnavailableError",
     "ReadModelWriter",
     "ReadView",
     "RebuildReport",
@@ -54,6 +78,8 @@ __all__ = [
     "Table",
     "TableReader",
     "TableSpec",
+    "UnknownTableError",
+    "UnsupportedOperationError",
     "WaitTimeoutError",
     "projection_status",
     "rebuild",
