@@ -12,9 +12,8 @@ from typing import assert_type
 from escqrs.examples.bank.events import AccountOpened, MoneyDeposited
 from escqrs.examples.bank.queries import AccountSummary, GetAccount
 from escqrs.examples.bank.read_models import AccountDetailView, GetAccountDetail, register
-from eventsourcing_cqrs.bus import QueryBus
-from eventsourcing_cqrs.event_store import connect
-from eventsourcing_cqrs.event_store.port import RecordedEvent
+from eventsourcing_cqrs import QueryBus
+from eventsourcing_cqrs.event_store import RecordedEvent, connect
 from projections import (
     EventContext,
     Progress,

@@ -15,14 +15,21 @@ from escqrs.examples.bank.commands import Deposit, OpenAccount
 from escqrs.examples.bank.events import AccountEvent, MoneyDeposited, registry
 from escqrs.examples.bank.handlers import account_repository
 from escqrs.examples.bank.queries import AccountSummaries, AccountSummary, GetAccount, ListAccounts
-from eventsourcing_cqrs.aggregate import Aggregate
-from eventsourcing_cqrs.bus import Authorize, CommandBus, CommandResult, QueryBus, RetryPolicy
-from eventsourcing_cqrs.event_store import connect
-from eventsourcing_cqrs.event_store.port import AppendResult, NewEvent, RecordedEvent
-from eventsourcing_cqrs.messages import DomainEvent, Metadata
-from eventsourcing_cqrs.repository import Repository
-from eventsourcing_cqrs.serialization import EventEnvelope, EventRegistry
-from eventsourcing_cqrs.testing.given import given
+from eventsourcing_cqrs import (
+    Aggregate,
+    Authorize,
+    CommandBus,
+    CommandResult,
+    DomainEvent,
+    EventEnvelope,
+    EventRegistry,
+    Metadata,
+    QueryBus,
+    Repository,
+    RetryPolicy,
+)
+from eventsourcing_cqrs.event_store import AppendResult, NewEvent, RecordedEvent, connect
+from eventsourcing_cqrs.testing import given
 
 
 def repositories_are_generic_in_their_aggregate() -> None:

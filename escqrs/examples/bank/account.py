@@ -20,8 +20,7 @@ from escqrs.examples.bank.events import (
     MoneyDeposited,
     MoneyWithdrawn,
 )
-from eventsourcing_cqrs.aggregate import Aggregate
-from eventsourcing_cqrs.errors import DomainError
+from eventsourcing_cqrs import Aggregate, DomainError
 
 __all__ = [
     "Account",

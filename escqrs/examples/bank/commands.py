@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from eventsourcing_cqrs.messages import Command
+from eventsourcing_cqrs import Command
 
 __all__ = ["AccountId", "Amount", "CloseAccount", "Deposit", "OpenAccount", "Withdraw"]
 

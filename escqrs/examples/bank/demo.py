@@ -15,15 +15,12 @@ from decimal import Decimal
 from rich.markup import escape
 from rich.table import Table
 
-from escqrs.app import DemoContext
+from escqrs import DemoContext
 from escqrs.examples.bank import handlers, read_models
 from escqrs.examples.bank.commands import CloseAccount, Deposit, OpenAccount, Withdraw
 from escqrs.examples.bank.queries import ListAccounts
 from escqrs.examples.bank.read_models import AccountList
-from eventsourcing_cqrs.audit import AuditTrail
-from eventsourcing_cqrs.bus import CommandBus, QueryBus
-from eventsourcing_cqrs.errors import DomainError
-from eventsourcing_cqrs.messages import Command
+from eventsourcing_cqrs import AuditTrail, Command, CommandBus, DomainError, QueryBus
 from projections import ProjectionRunner, projection_status, rebuild
 
 __all__ = ["run"]

@@ -15,8 +15,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import ClassVar
 
-from eventsourcing_cqrs.messages import DomainEvent
-from eventsourcing_cqrs.serialization import EventRegistry
+from eventsourcing_cqrs import DomainEvent, EventRegistry
 
 __all__ = [
     "CATEGORY",

@@ -8,9 +8,8 @@ from __future__ import annotations
 from escqrs.examples.bank.account import Account
 from escqrs.examples.bank.commands import CloseAccount, Deposit, OpenAccount, Withdraw
 from escqrs.examples.bank.events import registry
-from eventsourcing_cqrs.bus import CommandBus
-from eventsourcing_cqrs.event_store.port import EventStore
-from eventsourcing_cqrs.repository import Repository
+from eventsourcing_cqrs import CommandBus, Repository
+from eventsourcing_cqrs.event_store import EventStore
 
 __all__ = ["AccountHandlers", "account_repository", "register"]
 

@@ -19,10 +19,8 @@ from escqrs.examples.bank.events import (
     MoneyWithdrawn,
     registry,
 )
-from eventsourcing_cqrs.bus import QueryBus
-from eventsourcing_cqrs.event_store.port import EventFilter, EventReader
-from eventsourcing_cqrs.messages import DomainEvent, Query
-from eventsourcing_cqrs.serialization import EventEnvelope
+from eventsourcing_cqrs import DomainEvent, EventEnvelope, Query, QueryBus
+from eventsourcing_cqrs.event_store import EventFilter, EventReader
 
 __all__ = [
     "AccountSummaries",

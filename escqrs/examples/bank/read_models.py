@@ -30,11 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from escqrs.examples.bank.events import AccountClosed, AccountOpened, MoneyDeposited, MoneyWithdrawn, registry
 from escqrs.examples.bank.queries import AccountSummary, GetAccount, ListAccounts
-from eventsourcing_cqrs.bus import QueryBus
-from eventsourcing_cqrs.messages import Query
-from projections import EventContext, Projection, TableSpec
-from projections.errors import ProjectionNotFoundError
-from projections.read_model_store.port import Document, ReadModelStore
+from eventsourcing_cqrs import Query, QueryBus
+from projections import EventContext, Projection, ProjectionNotFoundError, ReadModelStore, TableSpec
+from projections.read_model_store import Document
 
 __all__ = [
     "AccountDetail",
