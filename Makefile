@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check lint imports typecheck format bench bench-full clean
+.PHONY: demo test check lint imports typecheck wheel-check format bench bench-full clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 2; }
@@ -34,6 +34,17 @@ imports: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy eventsourcing_cqrs projections escqrs tests/typing
+
+## wheel-check: build the wheel, install it into a fresh venv (no checkout in sight), run escqrs there
+wheel-check: $(STAMP)
+	@set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; \
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir "$$dir" .; \
+	$(PYTHON) -m venv "$$dir/venv"; \
+	"$$dir/venv/bin/python" -m pip install --quiet "$$dir"/*.whl; \
+	cd "$$dir"; \
+	venv/bin/escqrs --help >/dev/null; \
+	venv/bin/escqrs demo >demo.out 2>&1 || { cat demo.out; exit 1; }; \
+	echo "wheel-check: $$(basename "$$dir"/*.whl) installs, and escqrs --help and escqrs demo run from it"
 
 format: $(STAMP)
 	$(BIN)/ruff format .
