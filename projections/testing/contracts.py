@@ -908,12 +908,17 @@ class ProjectionRunnerContract:
     ) -> None:
         projection = Tally(event_type)
         self.runner(projection, event_store, store).run(until_caught_up=True)
-        position = append_tallied(event_store, _stream(), 4, event_type)
+        stream = _stream()
+        position = append_tallied(event_store, stream, 4, event_type)
+        oldest = next(iter(event_store.read_stream(stream))).recorded_at
+        asked = datetime.now(UTC)
         status = projection_status(projection, event_store, store)
+        answered = datetime.now(UTC)
         assert status.head_position == event_store.head_position() >= position
         assert status.lag_events == 4
         assert not status.lag_capped
-        assert status.lag_seconds >= 0
+        # How long the oldest unapplied event has waited, as seen while the status was taken.
+        assert (asked - oldest).total_seconds() <= status.lag_seconds <= (answered - oldest).total_seconds()
         assert status.state is ProjectionState.STOPPED
         assert status.running is False
         assert (status.parked, status.last_error) == (0, None)
