@@ -14,8 +14,9 @@ store URI), ``--read-models``/``ESCQRS_READ_MODELS`` (the read model store URI) 
 Every read command takes ``--json``. Exit codes: 0 success, 1 failure (one line on stderr; the
 traceback too with ``--debug``), 2 usage error. Logs go to stderr (``-v`` info, ``-vv`` debug).
 
-The command is the composition root: it configures structlog (the library never does) and is
-the one place in ``eventsourcing_cqrs`` that imports the read side (``projections``), lazily.
+The command lives in the composition root (:mod:`escqrs`), which imports both sides. It
+configures structlog (the library never does), and it imports the read side (``projections``)
+only in the commands that need it, so that ``escqrs --help`` and ``escqrs streams`` start fast.
 """
 
 from __future__ import annotations
