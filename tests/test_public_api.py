@@ -31,6 +31,7 @@ PUBLIC_MODULES = (
     "escqrs",
     # Apart because they need an extra (grpc) or pytest, which the modules above do not import.
     "eventsourcing_cqrs.testing.esdb_server",
+    "eventsourcing_cqrs.testing.esdb_fixtures",
     "eventsourcing_cqrs.testing.contracts",
     "projections.testing.contracts",
 )

@@ -4,31 +4,23 @@ Register with ``pytest_plugins = ["eventsourcing_cqrs.testing.esdb_fixtures"]`` 
 conftest, or import ``esdb_server`` into a test module or a nested conftest.
 When the ``ESDB_URI`` environment variable is set (e.g. ``esdb://localhost:2113?Tls=false`` after
 ``docker compose up -d``), the fixture yields that URI and starts nothing, so the same tests run
-against a real EventStoreDB.
+against a real EventStoreDB. The fixture yields an
+:class:`~eventsourcing_cqrs.testing.esdb_server.EsdbEndpoint` (import it from there to annotate
+tests: this module imports pytest).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
-from eventsourcing_cqrs.testing.esdb_server import EsdbTestServer
+from eventsourcing_cqrs.testing.esdb_server import EsdbEndpoint, EsdbTestServer
+
+__all__ = ["ESDB_URI_ENV", "EsdbEndpoint", "esdb_server"]
 
 ESDB_URI_ENV = "ESDB_URI"
-
-
-@dataclass(frozen=True)
-class EsdbEndpoint:
-    """Where the EventStoreDB under test listens.
-
-    ``server`` is the in-process test server, or ``None`` when ``ESDB_URI`` points to a real one.
-    """
-
-    uri: str
-    server: EsdbTestServer | None = None
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,20 @@ EventStoreDB-path tests without Docker; run production on EventStoreDB itself.
 From the shell: ``python -m eventsourcing_cqrs.testing.esdb_server --host localhost --port 2113``.
 """
 
+from dataclasses import dataclass
+
 from eventsourcing_cqrs.testing.esdb_server._server import EsdbTestServer
 
-__all__ = ["EsdbTestServer"]
+__all__ = ["EsdbEndpoint", "EsdbTestServer"]
+
+
+@dataclass(frozen=True)
+class EsdbEndpoint:
+    """Where the EventStoreDB under test listens: what the ``esdb_server`` fixture yields.
+
+    ``uri`` is the connection string to give :func:`eventsourcing_cqrs.event_store.connect`;
+    ``server`` is the in-process test server, or ``None`` when ``ESDB_URI`` points to a real one.
+    """
+
+    uri: str
+    server: EsdbTestServer | None = None
