@@ -1,9 +1,15 @@
-"""Append and catch-up throughput through the in-process EventStoreDB test server.
+"""Append and catch-up throughput over gRPC through the in-process EventStoreDB test server.
 
-Run: ``python benchmarks/esdb_server_throughput.py [--events N]``. It prints one table row per
-path: esdbclient alone, and EsdbEventStore (the adapter) on top of it. The server runs in this
-process, so the figures include both ends of the gRPC connection on the same CPU cores; they
-measure the test double, not EventStoreDB.
+    .venv/bin/python benchmarks/esdb_server_throughput.py                 # 20,000 events
+    .venv/bin/python benchmarks/esdb_server_throughput.py --events 1000   # smallest
+
+What ``compare.py`` does not: the EventStoreDB path (``compare.py`` is SQLite only). It prints one
+row per path, esdbclient alone and :class:`~eventsourcing_cqrs.event_store.esdb.EsdbEventStore`
+(the adapter) on top of it: appends of 1 and of 100 events per call, a catch-up subscription to
+``$all``, and a catch-up whose server-side filter drops every event (records scanned per second).
+The server (:mod:`eventsourcing_cqrs.testing.esdb_server`) runs in this process, so the figures
+include both ends of the gRPC connection on the same CPU cores; they measure the test double and
+the adapter's overhead over esdbclient, not EventStoreDB. Needs the ``esdb`` extra.
 """
 
 from __future__ import annotations
@@ -15,10 +21,10 @@ import uuid
 from collections.abc import Callable
 
 import esdbclient
-import structlog
+from _common import quiet_logs
 
+from eventsourcing_cqrs.event_store import CaughtUp, EventFilter, NewEvent, RecordedEvent, StreamState
 from eventsourcing_cqrs.event_store.esdb import EsdbEventStore
-from eventsourcing_cqrs.event_store.port import CaughtUp, EventFilter, NewEvent, RecordedEvent, StreamState
 from eventsourcing_cqrs.testing.esdb_server import EsdbTestServer
 
 PAYLOAD = json.dumps({"amount": 100, "note": "x" * 150}).encode()
@@ -75,10 +81,12 @@ def _store_catch_up(store: EsdbEventStore, event_filter: EventFilter | None) -> 
 
 def main() -> None:
     """Measure and print the table."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=20_000, help="events per catch-up run")
     args = parser.parse_args()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
+    quiet_logs()
 
     rows: list[tuple[str, int, float]] = []
     with EsdbTestServer() as server:

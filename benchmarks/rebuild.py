@@ -1,14 +1,21 @@
-"""Rebuild throughput and peak memory of the bank's read models, into SQLite and PostgreSQL.
+"""Our blue/green rebuild of one bank read model, into the SQLite and the PostgreSQL read-model stores.
 
-    python benchmarks/rebuild.py                       # 20,000 events, a quick look
-    python benchmarks/rebuild.py --events 1000000      # the full size
-    python benchmarks/rebuild.py --stores sqlite --projection account_detail
+    .venv/bin/python benchmarks/rebuild.py                       # 20,000 events, a quick look
+    .venv/bin/python benchmarks/rebuild.py --events 1000000      # the full size
+    .venv/bin/python benchmarks/rebuild.py --stores sqlite --projection account_detail
 
-The events (one ``AccountOpened`` then deposits and withdrawals, 100 per account) are written
-once to a SQLite event store file. Each rebuild then runs in a fresh child process, so that its
-peak resident memory (``ru_maxrss``) is its own: a blue/green rebuild of the projection from
-position 0 through the switch. ``baseline`` is the child's resident memory after imports and
-connecting, before the rebuild; the difference shows whether memory stays flat.
+What ``compare.py`` W3 does not: it runs :func:`projections.rebuild` (the blue/green rebuild from
+position 0 through the switch, as ``escqrs rebuild`` does) rather than a runner catching up, into
+PostgreSQL as well as SQLite, for any of the bank's projections (``account_list``,
+``account_detail``, ``daily``), on events that include withdrawals. Ours only; no other side.
+
+The events (one ``AccountOpened`` then deposits and withdrawals, 100 per account) are written once
+to a SQLite event store file (kept and reused with ``--workdir``). Each rebuild then runs in a
+fresh child process (``rebuild.py --child``), as in ``compare.py``: ``baseline MiB`` is the
+child's RSS after imports and connecting, ``peak MiB`` its VmHWM after the rebuild, so the
+difference shows whether memory stays flat. PostgreSQL is at ``--postgres`` (default
+``$POSTGRES_URI`` or ``postgresql://postgres@127.0.0.1:5432/test``); each run uses a fresh schema
+and drops it. A store that fails is reported on its row.
 """
 
 from __future__ import annotations
@@ -16,33 +23,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from decimal import Decimal
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import measure_here, quiet_logs, run_child
+
+from escqrs.examples.bank.read_models import AccountDetail, AccountList, DailyTransactions
+from eventsourcing_cqrs.event_store import NewEvent, StreamState
+from eventsourcing_cqrs.event_store.sqlite import SQLiteEventStore
+from projections import rebuild
+from projections.read_model_store import ReadModelStore, SQLiteReadModelStore
 
 DEFAULT_POSTGRES = os.environ.get("POSTGRES_URI", "postgresql://postgres@127.0.0.1:5432/test")
 EVENTS_PER_ACCOUNT = 100
 CHUNK = 100
-
-
-def _rss_mb() -> float:
-    # ru_maxrss is in kilobytes on Linux.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+PROJECTIONS = {"account_list": AccountList, "account_detail": AccountDetail, "daily": DailyTransactions}
 
 
 def seed(path: Path, count: int) -> float:
     """Write ``count`` bank events to a SQLite event store at ``path``; seconds taken."""
-    from eventsourcing_cqrs.event_store.port import NewEvent, StreamState  # noqa: PLC0415 - after sys.path
-    from eventsourcing_cqrs.event_store.sqlite import SQLiteEventStore  # noqa: PLC0415
-
     started = time.perf_counter()
     store = SQLiteEventStore(path, durable=False)
     try:
@@ -78,49 +80,79 @@ def seed(path: Path, count: int) -> float:
 
 
 def child(args: argparse.Namespace) -> None:
-    """Run one rebuild in this process and print its measurements as JSON."""
-    import structlog  # noqa: PLC0415
-
-    from escqrs.examples.bank.read_models import AccountDetail, AccountList, DailyTransactions  # noqa: PLC0415
-    from eventsourcing_cqrs.event_store.sqlite import SQLiteEventStore  # noqa: PLC0415
-    from projections import rebuild  # noqa: PLC0415
-    from projections.read_model_store import ReadModelStore  # noqa: PLC0415
-    from projections.read_model_store.sqlite import SQLiteReadModelStore  # noqa: PLC0415
-
-    # A benchmark is an application: it may silence the library's info logs.
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
-    projection = {"account_list": AccountList, "account_detail": AccountDetail, "daily": DailyTransactions}[
-        args.projection
-    ]()
+    """Run one rebuild in this (fresh) process and print its measurements as JSON."""
+    projection = PROJECTIONS[args.projection]()
     events = SQLiteEventStore(args.events_db, durable=False)
     store: ReadModelStore
     schema = None
+    views = Path(args.workdir) / f"views-{uuid.uuid4().hex[:8]}.db"
     if args.child == "sqlite":
-        store = SQLiteReadModelStore(Path(args.workdir) / f"views-{uuid.uuid4().hex[:8]}.db", durable=False)
+        store = SQLiteReadModelStore(views, durable=False)
     else:
+        # An optional dependency (the postgres extra): imported only when asked for.
         from projections.read_model_store.postgres import PostgresReadModelStore  # noqa: PLC0415
 
         schema = f"bench_{uuid.uuid4().hex[:10]}"
         store = PostgresReadModelStore(args.postgres, schema=schema)
     try:
-        baseline = _rss_mb()
-        started = time.perf_counter()
-        report = rebuild(projection, events, store, batch_size=args.batch_size)
-        seconds = time.perf_counter() - started
-        assert report is not None
-        print(
-            json.dumps(
-                {"events": report.events, "seconds": seconds, "baseline_mb": baseline, "peak_mb": _rss_mb()}
-            )
+        report, measured = measure_here(
+            lambda: rebuild(projection, events, store, batch_size=args.batch_size)
         )
+        assert report is not None
+        print(json.dumps({"events": report.events, **measured}))
     finally:
         store.close()
         events.close()
+        for path in views.parent.glob(f"{views.name}*"):  # the read model, its -wal and -shm
+            path.unlink()
         if schema is not None:
             import psycopg  # noqa: PLC0415
 
             with psycopg.connect(args.postgres, autocommit=True) as connection:
                 connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def measure(args: argparse.Namespace, workdir: Path) -> None:
+    events_db = workdir / f"events-{args.events}.db"
+    if not events_db.exists():
+        print(f"seeding {args.events:,} events into {events_db} ...", flush=True)
+        print(f"  {seed(events_db, args.events):.1f} s", flush=True)
+    rows: list[tuple[str, dict[str, float] | None, str]] = []
+    for kind in [s.strip() for s in args.stores.split(",") if s.strip()]:
+        try:
+            result = run_child(
+                Path(__file__),
+                "--child",
+                kind,
+                "--events-db",
+                str(events_db),
+                "--workdir",
+                str(workdir),
+                "--postgres",
+                args.postgres,
+                "--projection",
+                args.projection,
+                "--batch-size",
+                str(args.batch_size),
+            )
+        except RuntimeError as exc:  # report it on the row, keep the other stores' numbers
+            rows.append((kind, None, str(exc).strip().splitlines()[-1]))
+            continue
+        rows.append((kind, result, ""))
+    print()
+    source = f"SQLite event store, batch {args.batch_size}"
+    print(f"Rebuild of {args.projection} from {args.events:,} events ({source})")
+    header = f"{'read model store':<18}{'events':>11}{'seconds':>10}{'events/s':>11}"
+    print(f"{header}{'baseline MiB':>14}{'peak MiB':>10}")
+    for kind, measured, error in rows:
+        if measured is None:
+            print(f"{kind:<18}  failed: {error}")
+            continue
+        rate = measured["events"] / measured["seconds"]
+        print(
+            f"{kind:<18}{measured['events']:>11,}{measured['seconds']:>10.1f}{rate:>11,.0f}"
+            f"{measured['rss_before_kib'] / 1024:>14.0f}{measured['rss_peak_kib'] / 1024:>10.0f}"
+        )
 
 
 def main() -> None:
@@ -129,62 +161,24 @@ def main() -> None:
     )
     parser.add_argument("--events", type=int, default=20_000, help="how many events (default 20,000)")
     parser.add_argument("--stores", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
-    parser.add_argument(
-        "--projection", default="account_list", choices=["account_list", "account_detail", "daily"]
-    )
+    parser.add_argument("--projection", default="account_list", choices=list(PROJECTIONS))
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="PostgreSQL URI (env POSTGRES_URI)")
     parser.add_argument("--workdir", help="keep the event store here and reuse it between runs")
     parser.add_argument("--child", choices=["sqlite", "postgres"], help=argparse.SUPPRESS)
     parser.add_argument("--events-db", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    quiet_logs()
     if args.child:
         child(args)
         return
-
-    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="rebuild-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    events_db = workdir / f"events-{args.events}.db"
-    if not events_db.exists():
-        print(f"seeding {args.events:,} events into {events_db} ...", flush=True)
-        print(f"  {seed(events_db, args.events):.1f} s", flush=True)
-    rows: list[tuple[str, dict[str, float] | None, list[str] | None]] = []
-    for kind in [s.strip() for s in args.stores.split(",") if s.strip()]:
-        command = [
-            sys.executable,
-            __file__,
-            "--child",
-            kind,
-            "--events-db",
-            str(events_db),
-            "--workdir",
-            str(workdir),
-            "--postgres",
-            args.postgres,
-            "--projection",
-            args.projection,
-            "--batch-size",
-            str(args.batch_size),
-        ]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            rows.append((kind, None, done.stderr.strip().splitlines()[-1:] or ["failed"]))
-            continue
-        rows.append((kind, json.loads(done.stdout.strip().splitlines()[-1]), None))
-    print()
-    source = f"SQLite event store, batch {args.batch_size}"
-    print(f"Rebuild of {args.projection} from {args.events:,} events ({source})")
-    header = f"{'read model store':<18}{'events':>11}{'seconds':>10}{'events/s':>11}"
-    print(f"{header}{'baseline MB':>13}{'peak MB':>9}")
-    for kind, result, error in rows:
-        if result is None:
-            print(f"{kind:<18}  failed: {error[0] if error else ''}")
-            continue
-        rate = result["events"] / result["seconds"]
-        print(
-            f"{kind:<18}{result['events']:>11,}{result['seconds']:>10.1f}{rate:>11,.0f}"
-            f"{result['baseline_mb']:>13.0f}{result['peak_mb']:>9.0f}"
-        )
+    if args.workdir:
+        workdir = Path(args.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        measure(args, workdir)
+        return
+    with tempfile.TemporaryDirectory(prefix="rebuild-bench-") as directory:
+        measure(args, Path(directory))
 
 
 if __name__ == "__main__":
