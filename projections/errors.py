@@ -14,6 +14,7 @@ values are kept as attributes so callers never parse messages.
         ├── WaitTimeoutError (TimeoutError)             wait_for gave up before the projection got there
         ├── LeaseLostError                              another runner took the projection over
         ├── GenerationChangedError                      the generation being written was switched or dropped
+        ├── RunnerAlreadyRunningError (RuntimeError)    start() on a runner whose thread still runs
         ├── ParkedEventNotFoundError (LookupError)
         └── ReadModelStoreError                         something the read model store reported
             ├── UnknownTableError (LookupError)         the projection did not declare this table
@@ -42,6 +43,7 @@ __all__ = [
     "ReadModelStoreError",
     "ReadModelStoreLockedError",
     "ReadModelStoreUnavailableError",
+    "RunnerAlreadyRunningError",
     "UnknownTableError",
     "UnsupportedOperationError",
     "WaitTimeoutError",
@@ -156,6 +158,14 @@ class GenerationChangedError(ProjectionError):
         super().__init__(
             f"Generation {generation} of projection {projection!r} is no longer live or being built."
         )
+
+
+class RunnerAlreadyRunningError(ProjectionError, RuntimeError):
+    """:meth:`~projections.runner.ProjectionRunner.start` was called while its thread still runs."""
+
+    def __init__(self, projection: str) -> None:
+        self.projection = projection
+        super().__init__(f"Projection runner {projection!r} is already running.")
 
 
 class ParkedEventNotFoundError(ProjectionError, LookupError):

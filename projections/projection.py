@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+from eventsourcing_cqrs.errors import InvalidInputError
 from eventsourcing_cqrs.event_store.port import EventFilter, RecordedEvent
 from eventsourcing_cqrs.messages import DomainEvent, Metadata
 from eventsourcing_cqrs.serialization import EventRegistry
@@ -54,24 +55,39 @@ class FailurePolicy(enum.Enum):
     PARK = "park"
 
 
+def _require_count(what: str, value: object, unit: str) -> None:
+    """Refuse anything but a whole number of at least 1 (a bool is not one) with InvalidInputError."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(what, value, f"give a whole number of {unit}, not {type(value).__name__}")
+    if value < 1:
+        raise InvalidInputError(what, value, "it must be at least 1")
+
+
+def _require_seconds(what: str, value: object) -> None:
+    """Refuse anything but a number of seconds, zero or more (not a bool, not NaN), with InvalidInputError."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError(what, value, f"give a number of seconds, not {type(value).__name__}")
+    if not value >= 0:  # also refuses NaN
+        raise InvalidInputError(what, value, "it must be zero or more seconds")
+
+
 @dataclass(frozen=True, slots=True)
 class Backoff:
     """How a failing event is retried: ``max_attempts`` in all, waiting ``base_delay`` seconds
-    after the first failure and doubling up to ``max_delay``."""
+    after the first failure and doubling up to ``max_delay``.
+
+    Raises :class:`~eventsourcing_cqrs.errors.InvalidInputError` (a ``ValueError``) unless
+    ``max_attempts`` is a whole number of at least 1 and both delays are seconds, zero or more.
+    """
 
     max_attempts: int = 3
     base_delay: float = 0.1
     max_delay: float = 5.0
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.max_attempts, bool)
-            or not isinstance(self.max_attempts, int)
-            or self.max_attempts < 1
-        ):
-            raise ValueError(f"Backoff max_attempts must be a positive integer, not {self.max_attempts!r}.")
-        if self.base_delay < 0 or self.max_delay < 0:
-            raise ValueError("Backoff delays must not be negative.")
+        _require_count("Backoff max_attempts", self.max_attempts, "attempts")
+        _require_seconds("Backoff base_delay", self.base_delay)
+        _require_seconds("Backoff max_delay", self.max_delay)
 
     def delay(self, attempt: int) -> float:
         """The pause after failed attempt number ``attempt`` (from 1), in seconds."""

@@ -48,6 +48,7 @@ from eventsourcing_cqrs.errors import (
     EventStoreUnavailableError,
 )
 from eventsourcing_cqrs.event_store.port import CaughtUp, Checkpoint, EventFilter, EventReader, RecordedEvent
+from projections._batching import BatchPolicy
 from projections._progress import ProgressCallback, ProgressTracker, RebuildReport
 from projections.errors import (
     GenerationChangedError,
@@ -57,8 +58,9 @@ from projections.errors import (
     ProjectionVersionError,
     ReadModelStoreLockedError,
     ReadModelStoreUnavailableError,
+    RunnerAlreadyRunningError,
 )
-from projections.projection import Backoff, FailurePolicy, Projection
+from projections.projection import Backoff, FailurePolicy, Projection, _require_count, _require_seconds
 from projections.read_model_store.port import Generation, Lease, LeaseRole, ProjectionState, ReadModelStore
 from projections.status import ProjectionStatus, events_after, projection_status, wait_for
 
@@ -74,6 +76,9 @@ _OUTAGES = (
     EventStoreTimeoutError,
     EventStoreLockedError,
 )
+
+#: The longest single wait for the subscription's next item, so that a stop is noticed promptly.
+_IDLE_WAIT = 0.1
 
 #: Store errors that say nothing about the event: they stop the runner instead of parking.
 _INFRASTRUCTURE_ERRORS = (ReadModelStoreUnavailableError, ReadModelStoreLockedError, GenerationChangedError)
@@ -111,14 +116,14 @@ def _describe_error(error: BaseException) -> str:
 
 @dataclass
 class _Batch:
+    """What the open batch holds; when it commits is the :class:`BatchPolicy`'s call."""
+
     events: list[RecordedEvent]
     position: int | None = None
-    deadline: float | None = None
 
     def clear(self) -> None:
         self.events = []
         self.position = None
-        self.deadline = None
 
 
 class ProjectionRunner:
@@ -143,6 +148,9 @@ class ProjectionRunner:
     ``store_backoff``
         How a read model store that is unavailable or locked is retried before the runner
         gives up (by default 10 attempts, from 0.5 s apart doubling to 30 s).
+
+    A ``batch_size`` that is not a whole number of at least 1, or a ``batch_delay`` that is not
+    a number of seconds, zero or more, raises :class:`~eventsourcing_cqrs.errors.InvalidInputError`.
     """
 
     def __init__(
@@ -160,10 +168,8 @@ class ProjectionRunner:
         checkpoint_interval: int = 500,
         store_backoff: Backoff | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {batch_size}.")
-        if batch_delay < 0:
-            raise ValueError(f"batch_delay must not be negative, not {batch_delay}.")
+        _require_count("batch_size", batch_size, "events")
+        _require_seconds("batch_delay", batch_delay)
         self._projection = projection
         self._name = projection.name
         self._filter: EventFilter = projection.event_filter()
@@ -220,9 +226,13 @@ class ProjectionRunner:
                 self._running.clear()
 
     def start(self) -> None:
-        """Run in a background thread; see :meth:`join` and :attr:`error`."""
+        """Run in a background thread; see :meth:`join` and :attr:`error`.
+
+        Raises :class:`~projections.errors.RunnerAlreadyRunningError` (a ``RuntimeError``) if
+        its thread is still running.
+        """
         if self._thread is not None and self._thread.is_alive():
-            raise RuntimeError(f"Projection runner {self._name!r} is already running.")
+            raise RunnerAlreadyRunningError(self._name)
         self._error = None
         self._stop_requested = False
         self._running.set()
@@ -505,7 +515,7 @@ class ProjectionRunner:
     ) -> _Follow:
         committed = generation.checkpoint
         batch = _Batch([])
-        caught_up = False
+        policy = BatchPolicy(self._batch_size, self._batch_delay, idle_wait=_IDLE_WAIT)
         next_retry_check = time.monotonic()
         building = lease.role is LeaseRole.REBUILD
         if not building:
@@ -513,6 +523,7 @@ class ProjectionRunner:
 
         def flush() -> None:
             nonlocal committed
+            policy.committed()
             if batch.position is None or (committed is not None and batch.position <= committed):
                 batch.clear()
                 return
@@ -525,34 +536,43 @@ class ProjectionRunner:
         subscription = self._events.subscribe(
             from_position=committed, filter=self._filter, checkpoint_interval=self._checkpoint_interval
         )
+        # Bound once: this loop runs per event (see projections._batching for the rules).
+        poll = subscription.poll
+        timeout = policy.timeout
+        event_added = policy.event_added
         try:
             with subscription:
                 while True:
                     if self._stop_requested:
                         flush()
                         return _Follow.STOPPED
-                    wait = 0.1
-                    if batch.deadline is not None:
-                        # Live, a batch commits as soon as nothing more is waiting (so a lone
-                        # event is visible at once); while catching up it fills to batch_size.
-                        wait = 0.0 if caught_up else max(0.0, min(wait, batch.deadline - time.monotonic()))
-                    item = subscription.poll(wait)
+                    item = poll(timeout())
                     if isinstance(item, RecordedEvent):
                         batch.events.append(item)
                         batch.position = item.position
-                        if batch.deadline is None:
-                            batch.deadline = time.monotonic() + self._batch_delay
+                        if event_added():
+                            flush()
+                    elif item is None:
+                        if policy.nothing_waiting():
+                            flush()
+                        if not building and time.monotonic() >= next_retry_check:
+                            next_retry_check = time.monotonic() + self._retry_check_interval
+                            if any(e.retry_requested for e in self._store.parked_events(self._name)):
+                                self._retry_requested(generation, lease)
                     elif isinstance(item, Checkpoint):
                         if committed is None or item.position > committed:
                             batch.position = max(batch.position or 0, item.position)
-                            if batch.deadline is None:
-                                batch.deadline = time.monotonic() + self._batch_delay
+                            if policy.checkpoint_seen():
+                                flush()
+                        elif policy.due():
+                            flush()
                     elif isinstance(item, CaughtUp):
                         if item.position is not None and (committed is None or item.position > committed):
                             batch.position = max(batch.position or 0, item.position)
-                        flush()
-                        if not caught_up:
-                            caught_up = True
+                        newly_live = not policy.live
+                        if policy.caught_up():
+                            flush()
+                        if newly_live:
                             self._log.info(
                                 "projection.caught_up", position=committed, generation=generation.number
                             )
@@ -560,15 +580,6 @@ class ProjectionRunner:
                                 self._store.set_state(self._name, ProjectionState.LIVE)
                         if stop_when_caught_up:
                             return _Follow.CAUGHT_UP
-                        continue
-                    if len(batch.events) >= self._batch_size or (
-                        batch.deadline is not None and (item is None or time.monotonic() >= batch.deadline)
-                    ):
-                        flush()
-                    if not building and item is None and time.monotonic() >= next_retry_check:
-                        next_retry_check = time.monotonic() + self._retry_check_interval
-                        if any(e.retry_requested for e in self._store.parked_events(self._name)):
-                            self._retry_requested(generation, lease)
         except GenerationChangedError:
             return _Follow.GENERATION_CHANGED
         except _StopRequested:

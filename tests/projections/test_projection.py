@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from escqrs.examples.bank.events import AccountClosed, AccountOpened, MoneyDeposited
-from eventsourcing_cqrs.errors import CorruptEventError
+from eventsourcing_cqrs.errors import CorruptEventError, CQRSError, InvalidInputError
 from eventsourcing_cqrs.event_store.memory import InMemoryEventStore
 from eventsourcing_cqrs.event_store.port import NewEvent, RecordedEvent, StreamState
 from eventsourcing_cqrs.serialization import EventRegistry
@@ -13,8 +15,10 @@ from projections import (
     Backoff,
     EventContext,
     Projection,
+    ProjectionError,
     ProjectionFailedError,
     ProjectionRunner,
+    RunnerAlreadyRunningError,
     RunOutcome,
     TableSpec,
 )
@@ -134,4 +138,82 @@ def test_a_stop_right_after_start_is_not_lost() -> None:
     runner.start()
     runner.stop()
     runner.join(10)
+    assert not runner.running
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field", "reason"),
+    [
+        ({"max_attempts": 0}, "Backoff max_attempts", "at least 1"),
+        ({"max_attempts": True}, "Backoff max_attempts", "whole number of attempts, not bool"),
+        ({"max_attempts": "3"}, "Backoff max_attempts", "whole number of attempts, not str"),
+        ({"max_attempts": 2.0}, "Backoff max_attempts", "whole number of attempts, not float"),
+        ({"base_delay": -0.1}, "Backoff base_delay", "zero or more seconds"),
+        ({"base_delay": float("nan")}, "Backoff base_delay", "zero or more seconds"),
+        ({"base_delay": False}, "Backoff base_delay", "number of seconds, not bool"),
+        ({"max_delay": -1}, "Backoff max_delay", "zero or more seconds"),
+        ({"max_delay": "5"}, "Backoff max_delay", "number of seconds, not str"),
+    ],
+)
+def test_a_backoff_refuses_bad_arguments_with_invalid_input_error(
+    arguments: dict[str, Any], field: str, reason: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=reason) as raised:
+        Backoff(**arguments)
+    assert raised.value.field == field
+    assert isinstance(raised.value, ValueError)
+    assert isinstance(raised.value, CQRSError)
+
+
+def test_a_backoff_takes_whole_attempts_and_seconds_as_int_or_float() -> None:
+    backoff = Backoff(max_attempts=1, base_delay=0, max_delay=2.5)
+    assert backoff.delay(1) == 0.0
+    assert Backoff(base_delay=0.5, max_delay=1).delay(3) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field", "reason"),
+    [
+        ({"batch_size": 0}, "batch_size", "at least 1"),
+        ({"batch_size": True}, "batch_size", "whole number of events, not bool"),
+        ({"batch_size": 10.0}, "batch_size", "whole number of events, not float"),
+        ({"batch_size": "10"}, "batch_size", "whole number of events, not str"),
+        ({"batch_delay": -0.01}, "batch_delay", "zero or more seconds"),
+        ({"batch_delay": float("nan")}, "batch_delay", "zero or more seconds"),
+        ({"batch_delay": True}, "batch_delay", "number of seconds, not bool"),
+        ({"batch_delay": None}, "batch_delay", "number of seconds, not NoneType"),
+    ],
+)
+def test_a_runner_refuses_a_bad_batch_size_or_delay_with_invalid_input_error(
+    arguments: dict[str, Any], field: str, reason: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=reason) as raised:
+        ProjectionRunner(Tally(), InMemoryEventStore(), InMemoryReadModelStore(), **arguments)
+    assert raised.value.field == field
+    assert isinstance(raised.value, ValueError)
+    assert isinstance(raised.value, CQRSError)
+
+
+def test_a_runner_takes_a_batch_delay_of_zero_and_a_batch_size_of_one() -> None:
+    events = InMemoryEventStore()
+    append_tallied(events, "Tally-1", 3)
+    runner = ProjectionRunner(Tally(), events, InMemoryReadModelStore(), batch_size=1, batch_delay=0)
+    assert runner.run(until_caught_up=True) is RunOutcome.CAUGHT_UP
+
+
+def test_starting_a_runner_whose_thread_still_runs_raises_runner_already_running_error() -> None:
+    events = InMemoryEventStore()
+    append_tallied(events, "Tally-1", 1)
+    runner = ProjectionRunner(Tally(), events, InMemoryReadModelStore())
+    runner.start()
+    try:
+        with pytest.raises(RunnerAlreadyRunningError, match="'tally' is already running") as raised:
+            runner.start()
+        assert raised.value.projection == "tally"
+        assert isinstance(raised.value, RuntimeError)
+        assert isinstance(raised.value, ProjectionError)
+        assert isinstance(raised.value, CQRSError)
+    finally:
+        runner.stop()
+        runner.join(10)
     assert not runner.running
