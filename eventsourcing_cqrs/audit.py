@@ -462,9 +462,19 @@ class AuditTrail:
     """
 
     def __init__(self, events: EventStore, aggregates: Iterable[AggregateSpec[Any]] = ()) -> None:
+        if not all(callable(getattr(events, method, None)) for method in ("read_stream", "read_all")):
+            raise InvalidInputError(
+                "event store", events, "give an event store (memory, SQLite or EventStoreDB adapter)"
+            )
+        if isinstance(aggregates, str) or not isinstance(aggregates, Iterable):
+            raise InvalidInputError("aggregates", aggregates, "give an iterable of AggregateSpec")
         self._events = events
         self._aggregates: dict[str, AggregateSpec[Any]] = {}
         for spec in aggregates:
+            if not isinstance(spec, AggregateSpec):
+                raise InvalidInputError(
+                    "aggregates", spec, "each item must be an AggregateSpec (AggregateSpec(Account))"
+                )
             self._aggregates[spec.category] = spec
 
     # -- reading --------------------------------------------------------------------------

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -98,6 +99,13 @@ class RetryPolicy:
             or self.max_attempts < 1
         ):
             raise InvalidInputError("max_attempts", self.max_attempts, "give at least 1 attempt")
+        for name, delay in (("base_delay", self.base_delay), ("max_delay", self.max_delay)):
+            if isinstance(delay, bool) or not isinstance(delay, int | float):
+                raise InvalidInputError(
+                    name, delay, f"a delay is a number of seconds, not {type(delay).__name__}"
+                )
+            if not math.isfinite(delay):
+                raise InvalidInputError(name, delay, "a delay must be a finite number of seconds")
         if self.base_delay < 0 or self.max_delay < 0:
             raise InvalidInputError(
                 "retry delay", (self.base_delay, self.max_delay), "delays are non-negative"
@@ -236,8 +244,18 @@ class CommandBus:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        if isinstance(middleware, str) or not isinstance(middleware, Iterable):
+            raise InvalidInputError("middleware", middleware, "give a sequence of middleware callables")
+        chain = tuple(middleware)
+        for one in chain:
+            if not callable(one):
+                raise InvalidInputError("middleware", one, "each middleware must be callable")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise InvalidInputError("retry", retry, "give a RetryPolicy (or None for the default)")
+        if not callable(sleep):
+            raise InvalidInputError("sleep", sleep, "give a callable taking seconds, such as time.sleep")
         self._handlers: dict[type[Command], Callable[[Any], object]] = {}
-        self._middleware = tuple(middleware)
+        self._middleware = chain
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
         self.metrics = CommandMetrics()
@@ -246,6 +264,10 @@ class CommandBus:
         """Route ``command_type`` (exactly that class) to ``handler``."""
         if not (isinstance(command_type, type) and issubclass(command_type, Command)):
             raise InvalidInputError("command type", command_type, "register Command subclasses")
+        if not callable(handler):
+            raise InvalidInputError(
+                "handler", handler, f"the handler of {command_type.__name__} must be callable"
+            )
         if command_type in self._handlers:
             raise InvalidInputError(
                 "command type", command_type.__name__, "a handler is already registered for it"
@@ -254,7 +276,7 @@ class CommandBus:
 
     def handles(self, command_type: type[Command]) -> bool:
         """Whether a handler is registered for ``command_type``."""
-        return command_type in self._handlers
+        return isinstance(command_type, type) and command_type in self._handlers
 
     @contextlib.contextmanager
     def reacting_to(self, event: Cause) -> Iterator[None]:
@@ -262,6 +284,8 @@ class CommandBus:
 
         Their correlation id is the event's, their causation id the event's id.
         """
+        if not isinstance(event, RecordedEvent | EventEnvelope):
+            raise InvalidInputError("event", event, "react to a RecordedEvent or an EventEnvelope")
         token = _cause.set(event)
         try:
             yield
@@ -288,6 +312,14 @@ class CommandBus:
         """
         if not isinstance(command, Command):
             raise InvalidInputError("command", command, "dispatch a Command instance")
+        if actor is not None and not isinstance(actor, str):
+            raise InvalidInputError("actor", actor, "an actor is a string (a user or service name) or None")
+        if correlation_id is not None and (not isinstance(correlation_id, str) or not correlation_id):
+            raise InvalidInputError("correlation id", correlation_id, "give a non-empty string")
+        if caused_by is not None and not isinstance(caused_by, RecordedEvent | EventEnvelope):
+            raise InvalidInputError(
+                "caused_by", caused_by, "give the RecordedEvent or EventEnvelope that caused the command"
+            )
         handler = self._handlers.get(type(command))
         if handler is None:
             raise HandlerNotFoundError(type(command).__name__, "command")
@@ -473,6 +505,10 @@ class QueryBus:
         """Route ``query_type`` (exactly that class) to ``handler``."""
         if not (isinstance(query_type, type) and issubclass(query_type, Query)):
             raise InvalidInputError("query type", query_type, "register Query subclasses")
+        if not callable(handler):
+            raise InvalidInputError(
+                "handler", handler, f"the handler of {query_type.__name__} must be callable"
+            )
         if query_type in self._handlers:
             raise InvalidInputError(
                 "query type", query_type.__name__, "a handler is already registered for it"
@@ -481,6 +517,8 @@ class QueryBus:
 
     def ask(self, query: Query[R]) -> R:
         """The answer of the handler registered for the query's type."""
+        if not isinstance(query, Query):
+            raise InvalidInputError("query", query, "ask a Query instance")
         handler = self._handlers.get(type(query))
         if handler is None:
             raise HandlerNotFoundError(type(query).__name__, "query")

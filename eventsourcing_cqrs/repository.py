@@ -67,6 +67,9 @@ logger = structlog.get_logger(__name__)
 
 A = TypeVar("A", bound=Aggregate[Any])
 
+#: What a repository calls on its event store (checked when it is created).
+_STORE_METHODS = ("append", "read_stream", "stream_version")
+
 #: The event type of stored snapshots (a system type, so ``$all`` readers skip it).
 SNAPSHOT_EVENT_TYPE = "$snapshot"
 _AGGREGATE_VERSION_KEY = "aggregateVersion"
@@ -121,11 +124,19 @@ class Repository(Generic[A]):
         snapshot_every: int | None = None,
         dedup_window: int = 100,
     ) -> None:
+        if not all(callable(getattr(store, method, None)) for method in _STORE_METHODS):
+            raise InvalidInputError(
+                "event store", store, "give an event store (memory, SQLite or EventStoreDB adapter)"
+            )
+        if not (isinstance(aggregate_type, type) and issubclass(aggregate_type, Aggregate)):
+            raise InvalidInputError("aggregate type", aggregate_type, "give an Aggregate subclass")
         category = getattr(aggregate_type, "category", None)
         StreamName.for_aggregate(category or "", "x")  # validates the category
         self._event_classes = event_classes_of(aggregate_type)
         if registry is None:
             registry = EventRegistry(self._event_classes)
+        elif not isinstance(registry, EventRegistry):
+            raise InvalidInputError("registry", registry, "give an EventRegistry (or None to build one)")
         else:
             for event_class in self._event_classes:
                 if registry.event_class(event_class.event_type) is not event_class:

@@ -80,6 +80,12 @@ class EventEnvelope(Generic[E_co]):
         return self.event.event_type
 
 
+def _not_recorded(value: object) -> InvalidInputError:
+    return InvalidInputError(
+        "recorded event", value, f"decode a RecordedEvent read from the store, not {type(value).__name__}"
+    )
+
+
 def _summarise(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors(include_url=False):
@@ -95,6 +101,8 @@ class EventRegistry:
     """
 
     def __init__(self, events: Iterable[type[DomainEvent]] = ()) -> None:
+        if isinstance(events, str | type) or not isinstance(events, Iterable):
+            raise InvalidInputError("events", events, "give an iterable of DomainEvent subclasses")
         self._classes: dict[str, type[DomainEvent]] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
         for event_class in events:
@@ -127,6 +135,12 @@ class EventRegistry:
             )
         if name.startswith("$"):
             raise InvalidInputError("event type", name, "types starting with '$' are reserved for the store")
+        if isinstance(aliases, str) or not isinstance(aliases, Iterable):
+            raise InvalidInputError("aliases", aliases, "give a sequence of former type names")
+        aliases = tuple(aliases)
+        for alias in aliases:
+            if not isinstance(alias, str) or not alias:
+                raise InvalidInputError("alias", alias, "an alias is a non-empty type name")
         version = event_class.schema_version
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise InvalidInputError(
@@ -144,6 +158,12 @@ class EventRegistry:
 
     def add_upcaster(self, event_type: str, from_version: int, upcaster: Upcaster) -> None:
         """Register ``upcaster`` to turn version ``from_version`` of ``event_type`` into the next one."""
+        if not isinstance(event_type, str) or not event_type:
+            raise InvalidInputError("event type", event_type, "an event type is a non-empty string")
+        if not callable(upcaster):
+            raise InvalidInputError(
+                "upcaster", upcaster, "an upcaster is a function from a payload dict to a payload dict"
+            )
         if isinstance(from_version, bool) or not isinstance(from_version, int) or from_version < 1:
             raise InvalidInputError("from_version", from_version, "a schema version is an int >= 1")
         key = (event_type, from_version)
@@ -164,6 +184,8 @@ class EventRegistry:
 
     def include(self, other: EventRegistry) -> None:
         """Add every class, alias and upcaster of ``other`` (to decode several domains' events)."""
+        if not isinstance(other, EventRegistry):
+            raise InvalidInputError("registry", other, "include another EventRegistry")
         for key, event_class in other._classes.items():
             existing = self._classes.get(key)
             if existing is not None and existing is not event_class:
@@ -183,6 +205,8 @@ class EventRegistry:
 
     def event_class(self, event_type: str) -> type[DomainEvent]:
         """The class registered for ``event_type``; raises :class:`UnknownEventTypeError`."""
+        if not isinstance(event_type, str):
+            raise InvalidInputError("event type", event_type, "an event type is a string")
         try:
             return self._classes[event_type]
         except KeyError:
@@ -202,6 +226,8 @@ class EventRegistry:
         Raises :class:`UnknownEventTypeError` if the event's class is not registered here, so an
         event that could not be read back is never written.
         """
+        if metadata is not None and not isinstance(metadata, Metadata):
+            raise InvalidInputError("metadata", metadata, "give a Metadata instance (or None)")
         meta = metadata or Metadata()
 
         def metadata_for(schema_version: int) -> bytes:
@@ -241,7 +267,10 @@ class EventRegistry:
         Raises :class:`UnknownEventTypeError`, :class:`CorruptEventError` or :class:`UpcastError`,
         each naming the stream, revision and type.
         """
-        event_class = self._classes.get(recorded.type)
+        try:
+            event_class = self._classes.get(recorded.type)
+        except AttributeError:
+            raise _not_recorded(recorded) from None
         if event_class is None:
             raise UnknownEventTypeError(
                 f"No event class is registered for type {recorded.type!r}.",
@@ -264,6 +293,8 @@ class EventRegistry:
 
     def decode_metadata(self, recorded: RecordedEvent) -> Metadata:
         """The :class:`Metadata` stored with ``recorded`` (empty metadata gives the defaults)."""
+        if not isinstance(recorded, RecordedEvent):
+            raise _not_recorded(recorded)
         if not recorded.metadata:
             return Metadata()
         try:

@@ -10,7 +10,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from escqrs.app import AppSpec, load_app
+from eventsourcing_cqrs._uri import parse_sqlite_uri
 from eventsourcing_cqrs.errors import CQRSError
 from eventsourcing_cqrs.event_store.port import EventStore
 
@@ -195,11 +195,6 @@ def markup(text: object) -> str:
 # -- stores and the application ----------------------------------------------------------------
 
 
-def _sqlite_path(uri: str) -> Path:
-    path = urlsplit(uri).path
-    return Path(path[1:] if path.startswith("/") else path)
-
-
 def require_uri(uri: str | None, option: str, env: str) -> str:
     """``uri``, or a usage error saying how to give it."""
     if not uri:
@@ -211,9 +206,9 @@ def open_event_store(uri: str, *, must_exist: bool = True) -> EventStore:
     """The event store named by ``uri``; an SQLite file must already exist unless ``must_exist`` is false."""
     if uri.split(":", 1)[0].lower() == "sqlite" and must_exist:
         # connect() would create an empty database: a typo in a path must not look like an empty store.
-        path = _sqlite_path(uri)
-        if str(path) and not path.exists():
-            raise CliError(f"The event store file {str(path)!r} does not exist (from --store {uri}).")
+        parsed = parse_sqlite_uri(uri, what="event store URI", example="events.db")
+        if not parsed.exists:
+            raise CliError(f"The event store file {str(parsed.file)!r} does not exist (from --store {uri}).")
     from eventsourcing_cqrs.event_store import connect  # noqa: PLC0415 - keeps start-up light
 
     return connect(uri)
@@ -234,9 +229,11 @@ def read_model_store(uri: str | None, *, must_exist: bool = True) -> Iterator[Re
     """Open the read model store of ``--read-models``/``ESCQRS_READ_MODELS`` for a command."""
     checked = require_uri(uri, "--read-models", "ESCQRS_READ_MODELS")
     if checked.split(":", 1)[0].lower() == "sqlite" and must_exist:
-        path = _sqlite_path(checked)
-        if str(path) and not path.exists():
-            raise CliError(f"The read model store file {str(path)!r} does not exist (from --read-models).")
+        parsed = parse_sqlite_uri(checked, what="read model store URI", example="views.db")
+        if not parsed.exists:
+            raise CliError(
+                f"The read model store file {str(parsed.file)!r} does not exist (from --read-models)."
+            )
     from projections.read_model_store import connect  # noqa: PLC0415 - the read side only when a command needs it
 
     store = connect(checked)

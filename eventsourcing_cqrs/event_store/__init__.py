@@ -10,8 +10,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
-
+from eventsourcing_cqrs._uri import parse_sqlite_uri
 from eventsourcing_cqrs.errors import EventStoreUnavailableError, InvalidInputError
 from eventsourcing_cqrs.event_store.memory import InMemoryEventStore
 from eventsourcing_cqrs.event_store.port import (
@@ -54,9 +53,6 @@ __all__ = [
     "connect",
 ]
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
 
 def connect(uri: str) -> EventStore:
     """Open the event store named by ``uri`` (see the module docstring for the schemes)."""
@@ -68,17 +64,9 @@ def connect(uri: str) -> EventStore:
     if scheme == "sqlite":
         from eventsourcing_cqrs.event_store.sqlite import SQLiteEventStore  # noqa: PLC0415 - only what the URI needs
 
-        parts = urlsplit(uri)
-        path = parts.path[1:] if parts.path.startswith("/") else parts.path
-        if not path:
-            raise InvalidInputError("event store URI", uri, "a sqlite URI needs a path: sqlite:///events.db")
-        options = {k: v[-1].lower() for k, v in parse_qs(parts.query).items()}
-        durable = options.pop("durable", "true")
-        if durable not in _TRUE | _FALSE:
-            raise InvalidInputError("durable option", durable, "use true or false")
-        if options:
-            raise InvalidInputError("event store URI", uri, f"unknown options {sorted(options)}")
-        return SQLiteEventStore(path, durable=durable in _TRUE)
+        parsed = parse_sqlite_uri(uri, what="event store URI", example="events.db")
+        parsed.refuse_other_options()
+        return SQLiteEventStore(parsed.path, durable=parsed.durable)
     if scheme in ("esdb", "esdb+discover"):
         try:
             from eventsourcing_cqrs.event_store.esdb import EsdbEventStore  # noqa: PLC0415 - optional extra

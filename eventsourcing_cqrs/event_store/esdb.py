@@ -67,7 +67,6 @@ from eventsourcing_cqrs.errors import (
     WrongExpectedVersionError,
 )
 from eventsourcing_cqrs.event_store.port import (
-    DEFAULT_FILTER,
     AppendResult,
     CaughtUp,
     Checkpoint,
@@ -78,11 +77,12 @@ from eventsourcing_cqrs.event_store.port import (
     StreamName,
     StreamState,
     SubscriptionItem,
-    validate_events,
-    validate_expected_version,
-    validate_limit,
-    validate_position,
-    validate_revision,
+    checked_append,
+    checked_delete,
+    checked_read_all,
+    checked_read_stream,
+    checked_subscribe,
+    validate_seconds,
 )
 
 __all__ = ["EsdbEventStore", "EsdbSubscription"]
@@ -217,6 +217,16 @@ class EsdbEventStore:
     ) -> None:
         if not isinstance(uri, str) or not uri:
             raise InvalidInputError("event store URI", uri, "give an esdb:// connection string")
+        if timeout is not None:
+            validate_seconds(timeout, "timeout")
+        if (
+            isinstance(subscription_buffer, bool)
+            or not isinstance(subscription_buffer, int)
+            or subscription_buffer < 1
+        ):
+            raise InvalidInputError(
+                "subscription_buffer", subscription_buffer, "give a positive number of items"
+            )
         self._targets = _redacted_targets(uri)
         try:
             self._client = esdbclient.EventStoreDBClient(uri)
@@ -280,9 +290,7 @@ class EsdbEventStore:
         expected_version: ExpectedVersion,
     ) -> AppendResult:
         """Append ``events`` atomically if ``stream`` is at ``expected_version`` (see the port)."""
-        name = StreamName(stream)
-        expected = validate_expected_version(expected_version)
-        new = validate_events(events)
+        name, expected, new = checked_append(stream, events, expected_version)
         esdb_events = [
             esdbclient.NewEvent(
                 type=event.type,
@@ -329,16 +337,14 @@ class EsdbEventStore:
 
     def delete_stream(self, stream: str, *, expected_version: ExpectedVersion) -> None:
         """Soft-delete ``stream``: it reads as not found and may be written again."""
-        name = StreamName(stream)
-        expected = validate_expected_version(expected_version)
+        name, expected = checked_delete(stream, expected_version)
         with self._translated("delete", name, expected):
             self._client.delete_stream(name, current_version=_esdb_version(expected), timeout=self._timeout)
         logger.info("event_store.stream_deleted", stream=name)
 
     def tombstone_stream(self, stream: str, *, expected_version: ExpectedVersion) -> None:
         """Tombstone ``stream``: it can never be read or written again."""
-        name = StreamName(stream)
-        expected = validate_expected_version(expected_version)
+        name, expected = checked_delete(stream, expected_version)
         try:
             with self._translated("tombstone", name, expected):
                 self._client.tombstone_stream(
@@ -363,10 +369,7 @@ class EsdbEventStore:
         """Events of one stream; raises :class:`StreamNotFoundError` / :class:`StreamDeletedError`
         when called. Later pages are fetched as the iterator is consumed.
         """
-        name = StreamName(stream)
-        if from_revision is not None:
-            validate_revision(from_revision, "from_revision")
-        limit = validate_limit(limit)
+        name, from_revision, backwards, limit = checked_read_stream(stream, from_revision, backwards, limit)
         with self._translated("read_stream", name):
             response = self._client.read_stream(
                 name,
@@ -406,10 +409,8 @@ class EsdbEventStore:
         filter: EventFilter | None = None,
     ) -> Iterator[RecordedEvent]:
         """Events of ``$all`` in commit order, filtered on the server (see the port)."""
-        if from_position is not None:
-            validate_position(from_position, "from_position")
-        limit = validate_limit(limit)
-        server_filter = _ServerFilter.of(filter or DEFAULT_FILTER)
+        from_position, backwards, limit, predicate = checked_read_all(from_position, backwards, limit, filter)
+        server_filter = _ServerFilter.of(predicate)
         return self._read_all(from_position, backwards, limit, server_filter)
 
     def _read_all(
@@ -468,20 +469,13 @@ class EsdbEventStore:
         checkpoint_interval: int = 150,
     ) -> EsdbSubscription:
         """A catch-up subscription to ``$all`` after ``from_position`` (exclusive)."""
-        if from_position is not None:
-            validate_position(from_position, "from_position")
-        if isinstance(checkpoint_interval, bool) or not isinstance(checkpoint_interval, int):
-            raise InvalidInputError(
-                "checkpoint_interval", checkpoint_interval, "it must be a positive integer"
-            )
-        if checkpoint_interval < 1:
-            raise InvalidInputError(
-                "checkpoint_interval", checkpoint_interval, "it must be a positive integer"
-            )
+        from_position, predicate, checkpoint_interval = checked_subscribe(
+            from_position, filter, checkpoint_interval
+        )
         subscription = EsdbSubscription(
             self._client,
             from_position=from_position,
-            server_filter=_ServerFilter.of(filter or DEFAULT_FILTER),
+            server_filter=_ServerFilter.of(predicate),
             window=_window(checkpoint_interval),
             buffer_size=self._subscription_buffer,
             targets=self._targets,

@@ -32,18 +32,17 @@ from eventsourcing_cqrs.event_store._commit import (
 )
 from eventsourcing_cqrs.event_store._subscription import Notifier, PollingSubscription
 from eventsourcing_cqrs.event_store.port import (
-    DEFAULT_FILTER,
     AppendResult,
     EventFilter,
     ExpectedVersion,
     NewEvent,
     RecordedEvent,
     StreamName,
-    validate_events,
-    validate_expected_version,
-    validate_limit,
-    validate_position,
-    validate_revision,
+    checked_append,
+    checked_delete,
+    checked_read_all,
+    checked_read_stream,
+    checked_subscribe,
 )
 
 __all__ = ["InMemoryEventStore"]
@@ -89,9 +88,7 @@ class InMemoryEventStore:
         *,
         expected_version: ExpectedVersion,
     ) -> AppendResult:
-        name = StreamName(stream)
-        expected = validate_expected_version(expected_version)
-        new = validate_events(events)
+        name, expected, new = checked_append(stream, events, expected_version)
         with self._lock:
             state = self._streams.get(name) or _Stream()
             existing = {
@@ -140,8 +137,7 @@ class InMemoryEventStore:
         self._record(meta, meta_name, NewEvent("$metadata", data), meta.last_revision + 1)
 
     def delete_stream(self, stream: str, *, expected_version: ExpectedVersion) -> None:
-        name = StreamName(stream)
-        expected = validate_expected_version(expected_version)
+        name, expected = checked_delete(stream, expected_version)
         with self._lock:
             state = self._streams.get(name) or _Stream()
             check_delete(name, expected, state.info(), tombstone=False)
@@ -151,8 +147,7 @@ class InMemoryEventStore:
         logger.info("event_store.stream_deleted", stream=name)
 
     def tombstone_stream(self, stream: str, *, expected_version: ExpectedVersion) -> None:
-        name = StreamName(stream)
-        expected = validate_expected_version(expected_version)
+        name, expected = checked_delete(stream, expected_version)
         with self._lock:
             state = self._streams.setdefault(name, _Stream())
             check_delete(name, expected, state.info(), tombstone=True)
@@ -171,10 +166,7 @@ class InMemoryEventStore:
         backwards: bool = False,
         limit: int | None = None,
     ) -> Iterator[RecordedEvent]:
-        name = StreamName(stream)
-        if from_revision is not None:
-            validate_revision(from_revision, "from_revision")
-        limit = validate_limit(limit)
+        name, from_revision, backwards, limit = checked_read_stream(stream, from_revision, backwards, limit)
         with self._lock:
             state = self._streams.get(name)
             if state is not None and state.tombstoned:
@@ -198,10 +190,7 @@ class InMemoryEventStore:
         limit: int | None = None,
         filter: EventFilter | None = None,
     ) -> Iterator[RecordedEvent]:
-        if from_position is not None:
-            validate_position(from_position, "from_position")
-        limit = validate_limit(limit)
-        predicate = filter or DEFAULT_FILTER
+        from_position, backwards, limit, predicate = checked_read_all(from_position, backwards, limit, filter)
         with self._lock:
             log = self._log
             if backwards:
@@ -251,9 +240,9 @@ class InMemoryEventStore:
         filter: EventFilter | None = None,
         checkpoint_interval: int = 150,
     ) -> PollingSubscription:
-        if from_position is not None:
-            validate_position(from_position, "from_position")
-        predicate = filter or DEFAULT_FILTER
+        from_position, predicate, checkpoint_interval = checked_subscribe(
+            from_position, filter, checkpoint_interval
+        )
 
         def fetch(after: int, page: int) -> tuple[list[RecordedEvent], int | None, int]:
             with self._lock:

@@ -15,14 +15,19 @@ between them by changing one connection string:
   asks for them.
 * Soft delete hides a stream (it may be written again, revisions continuing); a tombstone
   deletes it for ever.
+* Arguments are checked here, not in the adapters: each adapter's public method starts with the
+  ``checked_*`` function of its operation (:func:`checked_append`, :func:`checked_read_stream`,
+  :func:`checked_subscribe`...), so every adapter refuses the same malformed argument with the
+  same :class:`~eventsourcing_cqrs.errors.InvalidInputError`, before any I/O.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -58,11 +63,20 @@ __all__ = [
     "Subscription",
     "SubscriptionItem",
     "WrongExpectedVersionError",
+    "checked_append",
+    "checked_delete",
+    "checked_read_all",
+    "checked_read_stream",
+    "checked_subscribe",
+    "validate_backwards",
+    "validate_checkpoint_interval",
     "validate_events",
     "validate_expected_version",
+    "validate_filter",
     "validate_limit",
     "validate_position",
     "validate_revision",
+    "validate_seconds",
 ]
 
 #: EventStoreDB's metadata key for the correlation id (its ``$by_correlation_id`` projection reads it).
@@ -105,7 +119,7 @@ class StreamName(str):
     @classmethod
     def for_aggregate(cls, category: str, aggregate_id: object) -> StreamName:
         """The stream of one aggregate: ``{category}-{id}``."""
-        if not category or "-" in category:
+        if not isinstance(category, str) or not category or "-" in category:
             raise InvalidInputError(
                 "stream category", category, "a category must be non-empty and contain no '-'"
             )
@@ -194,9 +208,13 @@ class NewEvent:
                 self.metadata,
                 f"event metadata must be bytes, not {type(self.metadata).__name__}",
             )
+        if not isinstance(self.content_type, str) or not self.content_type:
+            raise InvalidInputError(
+                "content type", self.content_type, "a content type must be a non-empty string"
+            )
 
 
-def validate_events(events: Sequence[NewEvent]) -> list[NewEvent]:
+def validate_events(events: object) -> list[NewEvent]:
     """Check that ``events`` is a sequence of :class:`NewEvent` with distinct ids."""
     if isinstance(events, NewEvent) or not isinstance(events, Sequence):
         raise InvalidInputError("events", events, "give a sequence of NewEvent")
@@ -209,7 +227,7 @@ def validate_events(events: Sequence[NewEvent]) -> list[NewEvent]:
     return checked
 
 
-def validate_limit(limit: int | None) -> int | None:
+def validate_limit(limit: object) -> int | None:
     """Return ``limit`` if it is ``None`` or a non-negative ``int``, else raise."""
     if limit is None:
         return None
@@ -290,22 +308,38 @@ class EventFilter:
     include_system_events: bool = False
 
     def __post_init__(self) -> None:
-        if self.by not in ("event_type", "stream_name"):
+        if not isinstance(self.by, str) or self.by not in ("event_type", "stream_name"):
             raise InvalidInputError("filter by", self.by, "use 'event_type' or 'stream_name'")
-        if self.prefixes and self.regex is not None:
-            raise InvalidInputError("filter", self, "give prefixes or a regex, not both")
         if isinstance(self.prefixes, str):
             raise InvalidInputError("filter prefixes", self.prefixes, "give a tuple of prefixes")
+        if not isinstance(self.prefixes, tuple):
+            if not isinstance(self.prefixes, Iterable):
+                raise InvalidInputError("filter prefixes", self.prefixes, "give a tuple of prefixes")
+            object.__setattr__(self, "prefixes", tuple(self.prefixes))  # a list, a set...
+        for prefix in self.prefixes:
+            if not isinstance(prefix, str):
+                raise InvalidInputError("filter prefix", prefix, "each prefix must be a string")
+        if self.prefixes and self.regex is not None:
+            raise InvalidInputError("filter", self, "give prefixes or a regex, not both")
         if self.regex is not None:
+            if not isinstance(self.regex, str):
+                raise InvalidInputError("filter regex", self.regex, "a regex must be a string")
             try:
                 re.compile(self.regex)
             except re.error as exc:
                 raise InvalidInputError("filter regex", self.regex, str(exc)) from exc
+        if not isinstance(self.include_system_events, bool):
+            raise InvalidInputError("include_system_events", self.include_system_events, "give True or False")
 
     @classmethod
     def for_event_types(cls, types: Sequence[str]) -> EventFilter:
         """Match exactly these event types."""
-        names = sorted(set(types))
+        if isinstance(types, str) or not isinstance(types, Iterable):
+            raise InvalidInputError("event types", types, "give a sequence of event type names")
+        listed = list(types)
+        if not all(isinstance(name, str) and name for name in listed):
+            raise InvalidInputError("event types", types, "each event type must be a non-empty string")
+        names = sorted(set(listed))
         if not names:
             raise InvalidInputError("event types", types, "give at least one event type")
         return cls(regex="^(?:" + "|".join(re.escape(name) for name in names) + ")$")
@@ -318,6 +352,8 @@ class EventFilter:
     @classmethod
     def for_categories(cls, categories: Sequence[str]) -> EventFilter:
         """Match the streams of these aggregate categories (``{Category}-...``)."""
+        if isinstance(categories, str) or not isinstance(categories, Iterable):
+            raise InvalidInputError("categories", categories, "give a sequence of category names")
         return cls.for_stream_prefixes([f"{category}-" for category in categories])
 
     def matches(self, event_type: str, stream: str) -> bool:
@@ -344,6 +380,97 @@ def _compiled(pattern: str) -> re.Pattern[str]:
 
 #: The filter used when none is given: every non-system event.
 DEFAULT_FILTER = EventFilter()
+
+
+def validate_backwards(backwards: object) -> bool:
+    """Return ``backwards`` if it is a ``bool``, else raise :class:`InvalidInputError`."""
+    if not isinstance(backwards, bool):
+        raise InvalidInputError("backwards", backwards, "give True or False")
+    return backwards
+
+
+def validate_filter(filter: object) -> EventFilter:
+    """Return ``filter`` (:data:`DEFAULT_FILTER` for ``None``) if it is an :class:`EventFilter`."""
+    if filter is None:
+        return DEFAULT_FILTER
+    if not isinstance(filter, EventFilter):
+        raise InvalidInputError(
+            "filter", filter, f"give an EventFilter (or None), not {type(filter).__name__}"
+        )
+    return filter
+
+
+def validate_checkpoint_interval(interval: object) -> int:
+    """Return ``interval`` if it is an ``int`` of at least 1, else raise :class:`InvalidInputError`."""
+    if isinstance(interval, bool) or not isinstance(interval, int):
+        raise InvalidInputError(
+            "checkpoint_interval",
+            interval,
+            f"a checkpoint interval must be an integer, not {type(interval).__name__}",
+        )
+    if interval < 1:
+        raise InvalidInputError("checkpoint_interval", interval, "a checkpoint interval must be at least 1")
+    return interval
+
+
+def validate_seconds(value: object, field_name: str, *, zero_allowed: bool = False) -> float:
+    """Return ``value`` as a float if it is a finite number of seconds above zero (or zero, if
+    ``zero_allowed``), else raise :class:`InvalidInputError`. For the adapters' timeouts."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError(field_name, value, f"give a number of seconds, not {type(value).__name__}")
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero_allowed):
+        bound = "zero or more" if zero_allowed else "more than zero"
+        raise InvalidInputError(field_name, value, f"give a finite number of seconds, {bound}")
+    return seconds
+
+
+# The argument checks of each port operation. Every adapter calls these first, so that all of
+# them refuse the same arguments with the same errors, before any I/O.
+
+
+def checked_append(
+    stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion
+) -> tuple[StreamName, ExpectedVersion, list[NewEvent]]:
+    """The checked arguments of :meth:`EventWriter.append`: stream name, expected version, events."""
+    name = StreamName(stream)
+    expected = validate_expected_version(expected_version)
+    return name, expected, validate_events(events)
+
+
+def checked_delete(stream: str, expected_version: ExpectedVersion) -> tuple[StreamName, ExpectedVersion]:
+    """The checked arguments of :meth:`EventWriter.delete_stream` and ``tombstone_stream``."""
+    return StreamName(stream), validate_expected_version(expected_version)
+
+
+def checked_read_stream(
+    stream: str, from_revision: int | None, backwards: bool, limit: int | None
+) -> tuple[StreamName, int | None, bool, int | None]:
+    """The checked arguments of :meth:`EventReader.read_stream`."""
+    name = StreamName(stream)
+    revision = None if from_revision is None else validate_revision(from_revision, "from_revision")
+    return name, revision, validate_backwards(backwards), validate_limit(limit)
+
+
+def checked_read_all(
+    from_position: int | None,
+    backwards: bool,
+    limit: int | None,
+    filter: EventFilter | None,
+) -> tuple[int | None, bool, int | None, EventFilter]:
+    """The checked arguments of :meth:`EventReader.read_all` (``None`` filter: :data:`DEFAULT_FILTER`)."""
+    position = None if from_position is None else validate_position(from_position, "from_position")
+    return position, validate_backwards(backwards), validate_limit(limit), validate_filter(filter)
+
+
+def checked_subscribe(
+    from_position: int | None,
+    filter: EventFilter | None,
+    checkpoint_interval: int,
+) -> tuple[int | None, EventFilter, int]:
+    """The checked arguments of :meth:`EventReader.subscribe` (``None`` filter: :data:`DEFAULT_FILTER`)."""
+    position = None if from_position is None else validate_position(from_position, "from_position")
+    return position, validate_filter(filter), validate_checkpoint_interval(checkpoint_interval)
 
 
 @runtime_checkable
@@ -438,11 +565,13 @@ class EventReader(Protocol):
     ) -> Subscription:
         """Subscribe to ``$all`` after ``from_position`` (exclusive; default: from the start).
 
-        While filtering, a :class:`Checkpoint` is emitted at least every
-        ``checkpoint_interval`` considered events and when catch-up ends. Where that last one
-        points differs, within the guarantee that no matching event at or before a checkpoint
-        is still to come: the embedded stores use the last event considered, EventStoreDB the
-        last event delivered (filtered-out events after it are passed by a later checkpoint).
+        ``checkpoint_interval`` is an ``int`` of at least 1 (anything else raises
+        :class:`~eventsourcing_cqrs.errors.InvalidInputError` at the call). While filtering, a
+        :class:`Checkpoint` is emitted at least every ``checkpoint_interval`` considered events
+        and when catch-up ends. Where that last one points differs, within the guarantee that
+        no matching event at or before a checkpoint is still to come: the embedded stores use
+        the last event considered, EventStoreDB the last event delivered (filtered-out events
+        after it are passed by a later checkpoint).
         """
         ...
 

@@ -51,7 +51,6 @@ from eventsourcing_cqrs.event_store._commit import (
 )
 from eventsourcing_cqrs.event_store._subscription import Notifier, PollingSubscription
 from eventsourcing_cqrs.event_store.port import (
-    DEFAULT_FILTER,
     AppendResult,
     EventFilter,
     ExpectedVersion,
@@ -59,11 +58,12 @@ from eventsourcing_cqrs.event_store.port import (
     RecordedEvent,
     StreamName,
     StreamState,
-    validate_events,
-    validate_expected_version,
-    validate_limit,
-    validate_position,
-    validate_revision,
+    checked_append,
+    checked_delete,
+    checked_read_all,
+    checked_read_stream,
+    checked_subscribe,
+    validate_seconds,
 )
 
 __all__ = ["SQLiteEventStore"]
@@ -141,6 +141,23 @@ _NEXT_PAGE_BACKWARDS = (
 )
 
 _Row = tuple[int, str, int, bytes, str, bytes, bytes, str, int]
+
+#: How :meth:`SQLiteEventStore._translated` classes SQLite's primary result codes; any other
+#: code is a plain :class:`~eventsourcing_cqrs.errors.EventStoreError` (or, for an error that is
+#: not an ``OperationalError``, such as a constraint violation, a corrupted store).
+_ERROR_KINDS: dict[int, str] = {
+    sqlite3.SQLITE_BUSY: "locked",
+    sqlite3.SQLITE_LOCKED: "locked",
+    sqlite3.SQLITE_CANTOPEN: "unavailable",
+    sqlite3.SQLITE_READONLY: "unavailable",
+    sqlite3.SQLITE_IOERR: "unavailable",
+    sqlite3.SQLITE_FULL: "unavailable",
+    sqlite3.SQLITE_PERM: "unavailable",
+    sqlite3.SQLITE_NOLFS: "unavailable",
+    sqlite3.SQLITE_CORRUPT: "corrupted",
+    sqlite3.SQLITE_NOTADB: "corrupted",
+    sqlite3.SQLITE_FORMAT: "corrupted",
+}
 
 #: How many event types a reader's filter remembers its verdict for (see :func:`_matcher`).
 _MAX_REMEMBERED_TYPES = 10_000
@@ -303,10 +320,12 @@ class SQLiteEventStore:
             raise InvalidInputError(
                 "database path", path, "give a file path (use InMemoryEventStore for memory)"
             )
+        if not isinstance(durable, bool):
+            raise InvalidInputError("durable", durable, "give True or False")
         self.path = Path(path)
         self.durable = durable
-        self._busy_timeout = busy_timeout
-        self._poll_interval = poll_interval
+        self._busy_timeout = validate_seconds(busy_timeout, "busy_timeout", zero_allowed=True)
+        self._poll_interval = validate_seconds(poll_interval, "poll_interval")
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
@@ -330,23 +349,32 @@ class SQLiteEventStore:
             raise self._translated(exc, operation) from exc
 
     def _translated(self, exc: sqlite3.DatabaseError, operation: str) -> EventStoreError:
-        """Our error for sqlite3's ``exc`` raised during ``operation``."""
-        if isinstance(exc, sqlite3.OperationalError):
-            message = str(exc)
-            if "locked" in message or "busy" in message:
-                return EventStoreLockedError(
-                    f"Event store {str(self.path)!r} stayed locked by another connection for more "
-                    f"than {self._busy_timeout:g} s during {operation}."
-                )
-            if "unable to open" in message or "readonly" in message or "disk I/O" in message:
-                return EventStoreUnavailableError(
-                    f"Cannot use event store file {str(self.path)!r} for {operation}: {message}."
-                )
-            return EventStoreError(f"SQLite failed during {operation} on {str(self.path)!r}: {message}.")
-        return EventStoreCorruptedError(
-            f"Event store file {str(self.path)!r} is not a valid SQLite database "
-            f"({exc}); nothing was written."
-        )
+        """Our error for sqlite3's ``exc`` raised during ``operation``, by SQLite's primary result code.
+
+        An error without a code (raised by the ``sqlite3`` module itself) is classed by its
+        exception type: an ``OperationalError`` is a plain failure, anything else a database
+        that is not what it should be.
+        """
+        message = str(exc)
+        code = getattr(exc, "sqlite_errorcode", None)
+        kind = _ERROR_KINDS.get(code & 0xFF) if isinstance(code, int) else None
+        if kind is None:
+            kind = "failed" if isinstance(exc, sqlite3.OperationalError) else "corrupted"
+        if kind == "locked":
+            return EventStoreLockedError(
+                f"Event store {str(self.path)!r} stayed locked by another connection for more "
+                f"than {self._busy_timeout:g} s during {operation}."
+            )
+        if kind == "unavailable":
+            return EventStoreUnavailableError(
+                f"Cannot use event store file {str(self.path)!r} for {operation}: {message}."
+            )
+        if kind == "corrupted":
+            return EventStoreCorruptedError(
+                f"Event store file {str(self.path)!r} is not a valid SQLite database "
+                f"({message}); nothing was written."
+            )
+        return EventStoreError(f"SQLite failed during {operation} on {str(self.path)!r}: {message}.")
 
     def _connect(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
@@ -436,9 +464,7 @@ class SQLiteEventStore:
         *,
         expected_version: ExpectedVersion,
     ) -> AppendResult:
-        name = StreamName(stream)
-        expected = validate_expected_version(expected_version)
-        new = validate_events(events)
+        name, expected, new = checked_append(stream, events, expected_version)
         connection = self._connect()
         try:
             connection.execute("BEGIN IMMEDIATE")
@@ -575,8 +601,7 @@ class SQLiteEventStore:
         self._set_stream(connection, meta_stream, last_revision=revision)
 
     def delete_stream(self, stream: str, *, expected_version: ExpectedVersion) -> None:
-        name = StreamName(stream)
-        expected = validate_expected_version(expected_version)
+        name, expected = checked_delete(stream, expected_version)
         with self._write(f"delete {name!r}") as connection:
             info = self._stream_info(connection, name)
             check_delete(name, expected, info, tombstone=False)
@@ -586,8 +611,7 @@ class SQLiteEventStore:
         logger.info("event_store.stream_deleted", stream=name)
 
     def tombstone_stream(self, stream: str, *, expected_version: ExpectedVersion) -> None:
-        name = StreamName(stream)
-        expected = validate_expected_version(expected_version)
+        name, expected = checked_delete(stream, expected_version)
         with self._write(f"tombstone {name!r}") as connection:
             info = self._stream_info(connection, name)
             check_delete(name, expected, info, tombstone=True)
@@ -620,10 +644,7 @@ class SQLiteEventStore:
         backwards: bool = False,
         limit: int | None = None,
     ) -> Iterator[RecordedEvent]:
-        name = StreamName(stream)
-        if from_revision is not None:
-            validate_revision(from_revision, "from_revision")
-        limit = validate_limit(limit)
+        name, from_revision, backwards, limit = checked_read_stream(stream, from_revision, backwards, limit)
         page = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit)
         # The stream's state and its first page in one statement: the stream row, joined with
         # its events in range (one row of NULL events if there are none).
@@ -683,10 +704,8 @@ class SQLiteEventStore:
         limit: int | None = None,
         filter: EventFilter | None = None,
     ) -> Iterator[RecordedEvent]:
-        if from_position is not None:
-            validate_position(from_position, "from_position")
-        limit = validate_limit(limit)
-        return self._all_pages(from_position, backwards, limit, filter or DEFAULT_FILTER)
+        from_position, backwards, limit, predicate = checked_read_all(from_position, backwards, limit, filter)
+        return self._all_pages(from_position, backwards, limit, predicate)
 
     def _all_pages(
         self, from_position: int | None, backwards: bool, limit: int | None, predicate: EventFilter
@@ -733,9 +752,9 @@ class SQLiteEventStore:
         filter: EventFilter | None = None,
         checkpoint_interval: int = 150,
     ) -> PollingSubscription:
-        if from_position is not None:
-            validate_position(from_position, "from_position")
-        predicate = filter or DEFAULT_FILTER
+        from_position, predicate, checkpoint_interval = checked_subscribe(
+            from_position, filter, checkpoint_interval
+        )
         matches = _matcher(predicate)
         query = f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
 

@@ -707,3 +707,86 @@ class EventStoreContract:
     def test_a_single_event_instead_of_a_sequence_is_refused(self, store: EventStore) -> None:
         with pytest.raises(InvalidInputError, match="sequence"):
             store.append(unique_stream(), NewEvent("T", b"{}"), expected_version=StreamState.ANY)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ bad input, checked by the port
+
+    def test_subscribe_rejects_a_checkpoint_interval_below_one(self, store: EventStore) -> None:
+        for interval in (0, -1):
+            with pytest.raises(InvalidInputError, match="at least 1") as caught:
+                store.subscribe(checkpoint_interval=interval)
+            assert (caught.value.field, caught.value.value) == ("checkpoint_interval", interval)
+
+    def test_subscribe_rejects_a_checkpoint_interval_given_as_a_string(self, store: EventStore) -> None:
+        with pytest.raises(InvalidInputError, match="must be an integer, not str") as caught:
+            store.subscribe(checkpoint_interval="10")  # type: ignore[arg-type]
+        assert caught.value.field == "checkpoint_interval"
+
+    @pytest.mark.parametrize("interval", [True, False, 1.5, None])
+    def test_subscribe_rejects_a_checkpoint_interval_that_is_a_bool_or_not_an_int(
+        self, store: EventStore, interval: object
+    ) -> None:
+        with pytest.raises(InvalidInputError) as caught:
+            store.subscribe(checkpoint_interval=interval)  # type: ignore[arg-type]
+        assert caught.value.field == "checkpoint_interval"
+
+    def test_subscribe_rejects_a_bad_start_position(self, store: EventStore) -> None:
+        for position in (-1, "5", True):
+            with pytest.raises(InvalidInputError) as caught:
+                store.subscribe(from_position=position)  # type: ignore[arg-type]
+            assert caught.value.field == "from_position"
+
+    def test_a_filter_must_be_an_event_filter(self, store: EventStore) -> None:
+        not_a_filter: Any = "Order-"
+        with pytest.raises(InvalidInputError, match="EventFilter") as caught:
+            store.read_all(filter=not_a_filter)
+        assert caught.value.field == "filter"
+        with pytest.raises(InvalidInputError, match="EventFilter"):
+            store.subscribe(filter=not_a_filter)
+        with pytest.raises(InvalidInputError, match="EventFilter"):
+            store.head_position(not_a_filter)
+
+    def test_backwards_must_be_a_bool(self, store: EventStore) -> None:
+        stream = unique_stream()
+        store.append(stream, new_events(1), expected_version=StreamState.NO_STREAM)
+        for backwards in ("yes", 1, None):
+            with pytest.raises(InvalidInputError) as caught:
+                store.read_stream(stream, backwards=backwards)  # type: ignore[arg-type]
+            assert caught.value.field == "backwards"
+            with pytest.raises(InvalidInputError):
+                store.read_all(backwards=backwards)  # type: ignore[arg-type]
+
+    def test_wrong_typed_revisions_positions_and_limits_are_refused(self, store: EventStore) -> None:
+        stream = unique_stream()
+        store.append(stream, new_events(2), expected_version=StreamState.NO_STREAM)
+        bad: list[tuple[str, Callable[[], object]]] = [
+            ("from_revision", lambda: store.read_stream(stream, from_revision="0")),  # type: ignore[arg-type]
+            ("from_revision", lambda: store.read_stream(stream, from_revision=True)),
+            ("limit", lambda: store.read_stream(stream, limit="3")),  # type: ignore[arg-type]
+            ("limit", lambda: store.read_stream(stream, limit=True)),
+            ("from_position", lambda: store.read_all(from_position="0")),  # type: ignore[arg-type]
+            ("from_position", lambda: store.read_all(from_position=1.0)),  # type: ignore[arg-type]
+            ("limit", lambda: store.read_all(limit=-1)),
+            ("limit", lambda: store.read_all(limit=2.0)),  # type: ignore[arg-type]
+        ]
+        for field, call in bad:
+            with pytest.raises(InvalidInputError) as caught:
+                call()
+            assert caught.value.field == field, (field, caught.value)
+
+    def test_delete_and_tombstone_check_their_arguments_and_change_nothing(self, store: EventStore) -> None:
+        stream = unique_stream()
+        store.append(stream, new_events(1), expected_version=StreamState.NO_STREAM)
+        for delete in (store.delete_stream, store.tombstone_stream):
+            with pytest.raises(InvalidInputError) as caught:
+                delete("", expected_version=StreamState.ANY)
+            assert caught.value.field == "stream name"
+            with pytest.raises(InvalidInputError) as caught:
+                delete(stream, expected_version=-1)
+            assert caught.value.field == "expected version"
+            with pytest.raises(InvalidInputError):
+                delete(stream, expected_version="0")  # type: ignore[arg-type]
+            with pytest.raises(InvalidInputError):
+                delete(stream, expected_version=True)
+        assert store.stream_version(stream) == 0
+        with pytest.raises(InvalidInputError):
+            store.stream_version("bad\nname")

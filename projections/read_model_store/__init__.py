@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from eventsourcing_cqrs._uri import parse_sqlite_uri
 from eventsourcing_cqrs.errors import InvalidInputError
 from projections.read_model_store.memory import InMemoryReadModelStore
 from projections.read_model_store.port import (
@@ -54,9 +55,6 @@ __all__ = [
     "connect",
 ]
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
 
 def connect(uri: str) -> ReadModelStore:
     """Open the read model store named by ``uri`` (see the module docstring for the schemes)."""
@@ -65,23 +63,15 @@ def connect(uri: str) -> ReadModelStore:
     scheme = uri.split(":", 1)[0].lower()
     if scheme == "memory":
         return InMemoryReadModelStore()
-    parts = urlsplit(uri)
-    options = dict(parse_qsl(parts.query))
     if scheme == "sqlite":
-        path = parts.path[1:] if parts.path.startswith("/") else parts.path
-        if not path:
-            raise InvalidInputError(
-                "read model store URI", uri, "a sqlite URI needs a path: sqlite:///views.db"
-            )
-        durable = options.pop("durable", "true").lower()
-        if durable not in _TRUE | _FALSE:
-            raise InvalidInputError("durable option", durable, "use true or false")
-        if options:
-            raise InvalidInputError("read model store URI", uri, f"unknown options {sorted(options)}")
-        return SQLiteReadModelStore(path, durable=durable in _TRUE)
+        parsed = parse_sqlite_uri(uri, what="read model store URI", example="views.db")
+        parsed.refuse_other_options()
+        return SQLiteReadModelStore(parsed.path, durable=parsed.durable)
     if scheme in ("postgresql", "postgres"):
         from projections.read_model_store.postgres import PostgresReadModelStore  # noqa: PLC0415 - psycopg is an extra
 
+        parts = urlsplit(uri)
+        options = dict(parse_qsl(parts.query))
         schema = options.pop("schema", "read_models")
         conninfo = urlunsplit(parts._replace(query=urlencode(options)))
         return PostgresReadModelStore(conninfo, schema=schema)

@@ -37,6 +37,35 @@ def test_a_missing_sqlite_file_is_reported_not_created(tmp_path: Path) -> None:
     assert not missing.exists()
 
 
+def test_a_missing_sqlite_read_model_file_is_reported_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "views.db"
+    result = escqrs("projections", "parked", "--read-models", f"sqlite:///{missing}?durable=false")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: The read model store file {str(missing)!r} does not exist (from --read-models)."
+    )
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        (
+            "sqlite://",
+            "error: Invalid event store URI 'sqlite://': a sqlite URI needs a path: sqlite:///events.db.",
+        ),
+        ("sqlite:///x.db?durable=maybe", "error: Invalid durable option 'maybe': use true or false."),
+    ],
+)
+def test_a_malformed_sqlite_uri_is_one_line_naming_the_mistake(
+    tmp_path: Path, uri: str, message: str
+) -> None:
+    result = escqrs("streams", "list", "--store", uri, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == message
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

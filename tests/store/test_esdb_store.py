@@ -137,3 +137,18 @@ def test_a_malformed_connection_string_is_refused_without_echoing_credentials() 
     assert "BOGUS" in str(caught.value)
     assert "s3cret" not in str(caught.value)
     assert caught.value.__cause__ is None
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"timeout": 0}, "timeout"),
+        ({"timeout": "5"}, "timeout"),
+        ({"subscription_buffer": 0}, "subscription_buffer"),
+        ({"subscription_buffer": True}, "subscription_buffer"),
+    ],
+)
+def test_wrong_options_are_refused_before_connecting(options: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        EsdbEventStore("esdb://localhost:2113?Tls=false", **options)  # type: ignore[arg-type]
+    assert caught.value.field == field

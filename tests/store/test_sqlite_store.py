@@ -1,11 +1,17 @@
 """The event store contract against a SQLite file, and the SQLite-specific failures."""
 
+import contextlib
 import functools
+import os
+import shutil
 import sqlite3
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from eventsourcing_cqrs._uri import parse_sqlite_uri
 from eventsourcing_cqrs.errors import (
     EventStoreCorruptedError,
     EventStoreLockedError,
@@ -127,3 +133,186 @@ def test_a_closed_store_says_so(tmp_path: Path) -> None:
 def test_the_memory_path_is_refused_with_a_pointer_to_the_memory_store() -> None:
     with pytest.raises(InvalidInputError, match="InMemoryEventStore"):
         SQLiteEventStore(":memory:")
+
+
+# -- sqlite3 errors are classed by SQLite's result code (each test provokes a real one) ----------
+
+
+def _written_store(path: Path, events: int = 1) -> None:
+    store = SQLiteEventStore(path)
+    store.append("Order-1", new_events(events, payload="x" * 200), expected_version=StreamState.NO_STREAM)
+    store.close()
+
+
+def test_a_damaged_page_is_reported_as_corrupt_when_read(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    _written_store(path, events=2000)
+    with path.open("r+b") as file:  # the header stays valid: SQLITE_CORRUPT, not SQLITE_NOTADB
+        file.seek(4096 * 3)
+        file.write(b"\xff" * 4096 * 20)
+    store = SQLiteEventStore(path)
+    try:
+        with pytest.raises(EventStoreCorruptedError, match="malformed") as caught:
+            list(store.read_stream("Order-1"))
+        cause = caught.value.__cause__
+        assert isinstance(cause, sqlite3.DatabaseError)
+        assert cause.sqlite_errorcode & 0xFF == sqlite3.SQLITE_CORRUPT
+        assert str(path) in str(caught.value)
+    finally:
+        store.close()
+
+
+def test_a_file_that_is_not_a_database_is_classed_by_its_result_code(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    path.write_bytes(b"not a database " * 300)
+    with pytest.raises(EventStoreCorruptedError) as caught:
+        SQLiteEventStore(path)
+    cause = caught.value.__cause__
+    assert isinstance(cause, sqlite3.DatabaseError)
+    assert cause.sqlite_errorcode & 0xFF == sqlite3.SQLITE_NOTADB
+
+
+def test_an_exclusive_lock_held_by_another_connection_is_reported_as_locked(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    _written_store(path)
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")  # kept after the write: no one else may read
+        holder.execute("BEGIN IMMEDIATE")
+        holder.execute("INSERT INTO streams (name, last_revision) VALUES ('Other-1', -1)")
+        holder.execute("COMMIT")
+        with pytest.raises(EventStoreLockedError, match="locked by another connection") as caught:
+            SQLiteEventStore(path, busy_timeout=0.05)
+        cause = caught.value.__cause__
+        assert isinstance(cause, sqlite3.OperationalError)
+        assert cause.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+    finally:
+        holder.close()
+    reopened = SQLiteEventStore(path)
+    assert reopened.stream_version("Order-1") == 0
+    reopened.close()
+
+
+@contextlib.contextmanager
+def _read_only(path: Path) -> Iterator[None]:
+    """Make ``path`` unwritable, even for root (an immutable file), for the block."""
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+        try:
+            yield
+        finally:
+            path.chmod(0o644)
+        return
+    chattr = shutil.which("chattr")
+    made = (
+        chattr is not None
+        and not subprocess.run([chattr, "+i", str(path)], check=False, capture_output=True).returncode
+    )
+    if not made:
+        pytest.skip("cannot make a file read-only for root here (no chattr +i)")
+    try:
+        yield
+    finally:
+        assert chattr is not None
+        subprocess.run([chattr, "-i", str(path)], check=True)
+
+
+def test_a_read_only_file_can_be_read_and_reports_unavailable_on_append(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    _written_store(path)
+    with _read_only(path):
+        store = SQLiteEventStore(path)
+        try:
+            assert store.stream_version("Order-1") == 0
+            with pytest.raises(EventStoreUnavailableError, match="readonly") as caught:
+                store.append("Order-1", new_events(1), expected_version=0)
+            cause = caught.value.__cause__
+            assert isinstance(cause, sqlite3.OperationalError)
+            assert cause.sqlite_errorcode & 0xFF == sqlite3.SQLITE_READONLY
+            assert str(path) in str(caught.value)
+        finally:
+            store.close()
+    reopened = SQLiteEventStore(path)
+    assert reopened.stream_version("Order-1") == 0
+    reopened.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"durable": "no"}, "durable"),
+        ({"busy_timeout": "10"}, "busy_timeout"),
+        ({"busy_timeout": -1}, "busy_timeout"),
+        ({"poll_interval": 0}, "poll_interval"),
+        ({"poll_interval": float("nan")}, "poll_interval"),
+    ],
+)
+def test_wrong_options_are_refused_before_the_file_is_created(
+    tmp_path: Path, options: dict[str, object], field: str
+) -> None:
+    path = tmp_path / "events.db"
+    with pytest.raises(InvalidInputError) as caught:
+        SQLiteEventStore(path, **options)  # type: ignore[arg-type]
+    assert caught.value.field == field
+    assert not path.exists()
+
+
+# -- the one sqlite: URI parser (event store, read model store and CLI) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("uri", "path", "durable"),
+    [
+        ("sqlite:///events.db", "events.db", True),
+        ("sqlite:///dir/events.db", "dir/events.db", True),
+        ("sqlite:////abs/events.db", "/abs/events.db", True),
+        ("SQLite:///events.db?durable=false", "events.db", False),
+        ("sqlite:///events.db?durable=OFF", "events.db", False),
+        ("sqlite:///events.db?durable=0", "events.db", False),
+        ("sqlite:///events.db?durable=no", "events.db", False),
+        ("sqlite:///events.db?durable=yes", "events.db", True),
+        ("sqlite:///events.db?durable=on&durable=1", "events.db", True),
+    ],
+)
+def test_the_sqlite_uri_parser_accepts_relative_and_absolute_paths_and_durable_words(
+    uri: str, path: str, durable: bool
+) -> None:
+    parsed = parse_sqlite_uri(uri)
+    assert (parsed.path, parsed.durable, dict(parsed.options)) == (path, durable, {})
+    assert parsed.file == Path(path)
+
+
+def test_the_sqlite_uri_parser_returns_other_options_for_the_caller_to_judge(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/x.db?cache=big&durable=false"
+    parsed = parse_sqlite_uri(uri, what="read model store URI")
+    assert dict(parsed.options) == {"cache": "big"}
+    assert not parsed.exists
+    with pytest.raises(InvalidInputError, match=r"unknown options \['cache'\]") as caught:
+        parsed.refuse_other_options()
+    assert caught.value.field == "read model store URI"
+    (tmp_path / "x.db").touch()
+    assert parsed.exists
+
+
+@pytest.mark.parametrize(
+    ("uri", "field", "message"),
+    [
+        ("sqlite://", "{what}", "a sqlite URI needs a path: sqlite:///{example}"),
+        ("sqlite:///x.db?durable=maybe", "durable option", "use true or false"),
+        ("sqlite:///x.db?cache=big", "{what}", "unknown options ['cache']"),
+        ("sqlite://[oops/x.db", "{what}", "it is not a valid URI"),
+    ],
+)
+def test_the_parser_and_connect_refuse_malformed_sqlite_uris_with_the_same_messages(
+    uri: str, field: str, message: str
+) -> None:
+    # The read model store's connect() calls the parser with these words; the event store's too.
+    for what, example in (("event store URI", "events.db"), ("read model store URI", "views.db")):
+        with pytest.raises(InvalidInputError) as caught:
+            parse_sqlite_uri(uri, what=what, example=example).refuse_other_options()
+        assert caught.value.field == field.format(what=what)
+        assert message.format(example=example) in str(caught.value)
+    with pytest.raises(InvalidInputError) as caught:
+        connect(uri)
+    assert caught.value.field == field.format(what="event store URI")
+    assert message.format(example="events.db") in str(caught.value)
