@@ -29,6 +29,7 @@ __all__ = [
     "sort_documents",
     "validate_key",
     "validate_limit",
+    "validate_offset",
     "validate_where",
 ]
 
@@ -123,12 +124,14 @@ def normalize_document(table: str, key: str, document: Mapping[str, Any]) -> Doc
 
 def merge_changes(table: str, key: str, current: Document, changes: Mapping[str, Any]) -> Document:
     """The normal form of ``{**current, **changes}``, ``current`` being in normal form; a new dict."""
-    if type(changes) is dict or isinstance(changes, Mapping):
-        try:
-            return _normal_fields(changes, current.copy())
-        except _NeedsRoundTrip:
-            pass
-    return decode_document(encode_document(table, key, {**current, **changes}))
+    if type(changes) is not dict and not isinstance(changes, Mapping):
+        raise InvalidInputError(
+            f"changes for key {key!r} in table {table!r}", changes, "changes must be a mapping of fields"
+        )
+    try:
+        return _normal_fields(changes, current.copy())
+    except _NeedsRoundTrip:
+        return decode_document(encode_document(table, key, {**current, **changes}))
 
 
 def copy_document(document: Document) -> Document:
@@ -149,6 +152,13 @@ def validate_key(key: object) -> str:
     if not isinstance(key, str) or not key:
         raise InvalidInputError("document key", key, "a key must be a non-empty string")
     return key
+
+
+def validate_offset(offset: object) -> int:
+    """Return ``offset`` if it is a non-negative integer."""
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise InvalidInputError("offset", offset, "an offset must be a non-negative integer")
+    return offset
 
 
 def validate_limit(limit: object) -> int | None:

@@ -26,8 +26,9 @@ from projections.errors import (
     ProjectionNotFoundError,
     UnsupportedOperationError,
 )
-from projections.read_model_store._buffered import BufferedUnitOfWork, ReadOnlyView, Where
+from projections.read_model_store._buffered import BufferedTransaction, ReadOnlyView, Where
 from projections.read_model_store._documents import decode_document, matches, sort_documents
+from projections.read_model_store._lease import LeaseBase
 from projections.read_model_store._names import physical_table_name, validate_projection_name
 from projections.read_model_store.port import (
     Document,
@@ -72,124 +73,117 @@ class _ProjectionData:
     generations: dict[int, _GenerationData] = field(default_factory=dict)
 
 
-class _MemoryLease:
+class _MemoryLease(LeaseBase):
     def __init__(self, store: InMemoryReadModelStore, projection: str, role: LeaseRole) -> None:
-        self._store = store
-        self._projection = projection
-        self._role = role
-        self._lock = store._lease_lock(projection, role)
+        super().__init__(projection, role, store._bump_epoch)
+        self._mutex = store._lease_lock(projection, role)
         self._held = False
-        self._epoch = 0
 
     def __repr__(self) -> str:
-        return f"<memory lease {self._projection!r} {self._role.value} held={self._held}>"
-
-    @property
-    def projection(self) -> str:
-        return self._projection
-
-    @property
-    def role(self) -> LeaseRole:
-        return self._role
+        return f"<memory lease {self.projection!r} {self.role.value} held={self._held}>"
 
     @property
     def held(self) -> bool:
         return self._held
 
-    @property
-    def epoch(self) -> int:
-        return self._epoch
-
-    def try_acquire(self) -> bool:
-        if self._held:
-            return True
-        if not self._lock.acquire(blocking=False):
+    def _lock(self) -> bool:
+        if not self._mutex.acquire(blocking=False):
             return False
         self._held = True
-        self._epoch = self._store._bump_epoch(self._projection, self._role)
         return True
 
-    def release(self) -> None:
-        if self._held:
-            self._held = False
-            self._lock.release()
+    def _unlock(self) -> None:
+        self._held = False
+        self._mutex.release()
 
 
-class _MemoryView(ReadOnlyView):
+class _CommittedTables:
+    """The committed documents of one generation: a view's document source."""
+
     def __init__(self, store: InMemoryReadModelStore, data: _GenerationData) -> None:
-        super().__init__(data.info)
         self._store = store
         self._data = data
 
-    def _load(self, table: str, key: str) -> str | None:
+    def load(self, table: str, key: str) -> str | None:
         with self._store._lock:
             return self._data.tables[table].get(key)
 
-    def _items(self, table: str) -> list[tuple[str, Document]]:
+    def _rows(self, table: str) -> dict[str, str | None]:
         with self._store._lock:
-            rows = list(self._data.tables[table].items())
-        return [(key, decode_document(text)) for key, text in rows]
+            return dict(self._data.tables[table])
 
-    def _select(
-        self, table: str, where: Where, order_by: str | None, descending: bool, limit: int | None
+    def _items(self, table: str) -> list[tuple[str, Document]]:
+        rows = self._rows(table)
+        return [(key, decode_document(text)) for key, text in rows.items() if text is not None]
+
+    def select(
+        self,
+        table: str,
+        where: Where,
+        order_by: str | None,
+        descending: bool,
+        *,
+        limit: int | None,
+        offset: int,
     ) -> list[Document]:
         found = [(key, doc) for key, doc in self._items(table) if matches(doc, where)]
-        ordered = sort_documents(found, order_by, descending)
-        return [doc for _, doc in ordered[:limit]]
+        end = None if limit is None else offset + limit
+        return [doc for _, doc in sort_documents(found, order_by, descending)[offset:end]]
 
-    def _select_count(self, table: str, where: Where) -> int:
+    def select_count(self, table: str, where: Where) -> int:
         return sum(1 for _, doc in self._items(table) if matches(doc, where))
 
-    def _execute(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    def sql_table(self, table: str) -> str:
         raise UnsupportedOperationError(_ADAPTER, "raw SQL")
 
-    def sql_table(self, name: str) -> str:
+    def execute(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         raise UnsupportedOperationError(_ADAPTER, "raw SQL")
 
 
-class _MemoryTransaction(BufferedUnitOfWork):
+class _StagedTables(_CommittedTables):
+    """A transaction's document sink: writes staged over the committed documents until commit.
+
+    The store's write lock is held for the whole transaction, so nothing else changes the
+    committed documents meanwhile.
+    """
+
     def __init__(self, store: InMemoryReadModelStore, data: _GenerationData) -> None:
-        super().__init__(data.info)
-        self._store = store
-        self._data = data
+        super().__init__(store, data)
         self._staged: dict[str, dict[str, str | None]] = {}
-        self._checkpoint: tuple[int, int] | None = None
-        self._parked_changes: dict[int, ParkedEvent | None] = {}
 
-    # -- documents ------------------------------------------------------------------------
-
-    def _load(self, table: str, key: str) -> str | None:
+    def load(self, table: str, key: str) -> str | None:
         staged = self._staged.get(table)
         if staged is not None and key in staged:
             return staged[key]
         return self._data.tables[table].get(key)
 
-    def _write(self, table: str, upserts: list[tuple[str, str]], deletes: list[str]) -> None:
+    def _rows(self, table: str) -> dict[str, str | None]:
+        rows: dict[str, str | None] = dict(self._data.tables[table])
+        rows.update(self._staged.get(table, {}))
+        return rows
+
+    def write(self, table: str, upserts: list[tuple[str, str]], deletes: list[str]) -> None:
         staged = self._staged.setdefault(table, {})
         staged.update(upserts)
         staged.update(dict.fromkeys(deletes))
 
-    def _merged(self, table: str) -> list[tuple[str, Document]]:
-        rows: dict[str, str | None] = dict(self._data.tables[table])
-        rows.update(self._staged.get(table, {}))
-        return [(key, decode_document(text)) for key, text in rows.items() if text is not None]
+    def commit(self) -> None:
+        for table, changes in self._staged.items():
+            rows = self._data.tables[table]
+            for key, text in changes.items():
+                if text is None:
+                    rows.pop(key, None)
+                else:
+                    rows[key] = text
 
-    def _select(
-        self, table: str, where: Where, order_by: str | None, descending: bool, limit: int | None
-    ) -> list[Document]:
-        found = [(key, doc) for key, doc in self._merged(table) if matches(doc, where)]
-        return [doc for _, doc in sort_documents(found, order_by, descending)[:limit]]
 
-    def _select_count(self, table: str, where: Where) -> int:
-        return sum(1 for _, doc in self._merged(table) if matches(doc, where))
+class _MemoryLedger:
+    """A transaction's checkpoint and parked events, staged until commit."""
 
-    def _execute(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        raise UnsupportedOperationError(_ADAPTER, "raw SQL")
-
-    def sql_table(self, name: str) -> str:
-        raise UnsupportedOperationError(_ADAPTER, "raw SQL")
-
-    # -- checkpoint and parking -----------------------------------------------------------
+    def __init__(self, data: _GenerationData) -> None:
+        self._data = data
+        self._checkpoint: tuple[int, int] | None = None
+        self._parked_changes: dict[int, ParkedEvent | None] = {}
 
     def set_checkpoint(self, position: int, applied: int) -> None:
         previous = self._checkpoint[1] if self._checkpoint else 0
@@ -243,14 +237,6 @@ class _MemoryTransaction(BufferedUnitOfWork):
         )
 
     def commit(self) -> None:
-        self.flush()
-        for table, changes in self._staged.items():
-            rows = self._data.tables[table]
-            for key, text in changes.items():
-                if text is None:
-                    rows.pop(key, None)
-                else:
-                    rows[key] = text
         for position, change in self._parked_changes.items():
             if change is None:
                 self._data.parked.pop(position, None)
@@ -403,7 +389,7 @@ class InMemoryReadModelStore:
     # -- units of work --------------------------------------------------------------------
 
     @contextmanager
-    def transaction(self, projection: str, generation: int, *, lease: Lease) -> Iterator[_MemoryTransaction]:
+    def transaction(self, projection: str, generation: int, *, lease: Lease) -> Iterator[BufferedTransaction]:
         # Writers are serialized for the whole unit of work (as SQLite's BEGIN IMMEDIATE does);
         # readers only wait for the short commit.
         with self._write_lock:
@@ -413,19 +399,23 @@ class InMemoryReadModelStore:
                 expected = data.live if lease.role is LeaseRole.RUN else data.building
                 if expected != generation:
                     raise GenerationChangedError(projection, generation)
-                transaction = _MemoryTransaction(self, data.generations[generation])
+                written = data.generations[generation]
+                documents, ledger = _StagedTables(self, written), _MemoryLedger(written)
+                transaction = BufferedTransaction(written.info, documents, ledger)
             yield transaction
             with self._lock:
-                transaction.commit()
+                transaction.flush()
+                documents.commit()
+                ledger.commit()
 
     @contextmanager
-    def read(self, projection: str) -> Iterator[_MemoryView]:
+    def read(self, projection: str) -> Iterator[ReadOnlyView]:
         with self._lock:
             data = self._record(projection)
             if data.live is None:
                 raise ProjectionNotFoundError(projection)
             generation = data.generations[data.live]
-        yield _MemoryView(self, generation)
+        yield ReadOnlyView(generation.info, _CommittedTables(self, generation))
 
     # -- parked events --------------------------------------------------------------------
 

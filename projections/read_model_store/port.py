@@ -6,7 +6,7 @@ PostgreSQL) because this API is the whole of what it may rely on:
 
 * ``put`` / ``get`` / ``update`` / ``delete`` a document by its string key;
 * ``find`` documents by field equality (``where={"owner": "ada"}``), ordered by one field,
-  with a limit; ``count`` them;
+  with a limit and an offset (paging); ``count`` them;
 * raw SQL (:meth:`ReadModelWriter.execute`) as the escape hatch, on the SQL adapters only, against
   the physical table names given by :meth:`ReadModelWriter.sql_table`.
 
@@ -40,6 +40,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from eventsourcing_cqrs.event_store.port import RecordedEvent
+from projections.errors import ProjectionDefinitionError
 from projections.read_model_store._names import validate_field_name, validate_table_name
 
 __all__ = [
@@ -80,7 +81,10 @@ class TableSpec:
     def __post_init__(self) -> None:
         validate_table_name(self.name)
         if isinstance(self.indexes, str):
-            raise TypeError(f"TableSpec {self.name!r}: give indexes as a tuple of field names")
+            raise ProjectionDefinitionError(
+                f"table {self.name!r}",
+                f"give indexes as a tuple of field names, not the string {self.indexes!r}",
+            )
         for field_name in self.indexes:
             validate_field_name(field_name)
 
@@ -208,8 +212,14 @@ class TableReader(Protocol):
         order_by: str | None = None,
         descending: bool = False,
         limit: int | None = None,
+        offset: int = 0,
     ) -> list[Document]:
-        """Documents whose fields equal ``where``'s values, ordered by ``order_by`` then key."""
+        """Documents whose fields equal ``where``'s values, ordered by ``order_by`` then key.
+
+        ``offset`` skips that many documents of the ordered result before ``limit`` applies, so
+        ``find(where, order_by="title", limit=20, offset=40)`` is the third page of 20; with
+        :meth:`count` for the total, that is the whole of paging.
+        """
         ...
 
     def count(self, where: Mapping[str, WhereValue] | None = None) -> int:

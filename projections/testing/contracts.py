@@ -369,6 +369,32 @@ class ReadModelStoreContract:
             assert table.find(order_by="owner", limit=0) == []
             assert [d["owner"] for d in table.find()] == ["b", "B", "a", "é", "ab"]
 
+    def test_find_pages_with_an_offset_after_ordering_and_filtering(
+        self, store: ReadModelStore, writer: Writer
+    ) -> None:
+        documents = {f"k{n:02}": {"owner": f"o{n:02}", "open": n % 2 == 0} for n in range(1, 12)}
+        self._put(writer, documents)
+        expected = sorted(str(d["owner"]) for d in documents.values() if d["open"])  # o02 ... o10
+        with store.read("accounts_view") as view:
+            table = view.table("accounts")
+            pages = [
+                [d["owner"] for d in table.find({"open": True}, order_by="owner", limit=2, offset=page * 2)]
+                for page in range(4)
+            ]
+            assert pages == [expected[0:2], expected[2:4], expected[4:], []]
+            by_key_desc = [d["owner"] for d in table.find(order_by="owner", descending=True, offset=9)]
+            assert by_key_desc == ["o02", "o01"]  # an offset without a limit: the rest
+            assert table.find(offset=11) == []
+            for wrong in (-1, 1.5, True, "2"):
+                with pytest.raises(InvalidInputError, match="offset"):
+                    table.find(offset=wrong)  # type: ignore[arg-type]
+        with writer.transaction() as uow:  # inside a unit of work, buffered writes count too
+            uow.table("accounts").put("k00", {"owner": "o00", "open": True})
+            assert [
+                d["owner"]
+                for d in uow.table("accounts").find({"open": True}, order_by="owner", limit=1, offset=1)
+            ] == ["o02"]
+
     def test_where_and_order_by_names_must_be_identifiers(
         self, store: ReadModelStore, writer: Writer
     ) -> None:
@@ -641,6 +667,36 @@ class ReadModelStoreContract:
         assert record.last_error == "ValueError: boom"
         assert record.last_error_at is not None
         assert "stateful" in store.projection_names()
+
+    def test_bad_updates_and_a_re_parked_event_are_handled_alike_everywhere(
+        self, store: ReadModelStore, writer: Writer
+    ) -> None:
+        self._put(writer, {"a1": {"owner": "ada"}})
+        for changes in ({"bad": object()}, ["owner", "bob"]):
+            with pytest.raises(InvalidInputError) as raised, writer.transaction() as uow:
+                uow.table("accounts").update("a1", changes)  # type: ignore[arg-type]
+            assert "'a1'" in str(raised.value)
+            assert "'accounts'" in str(raised.value)
+        event = RecordedEvent(
+            id=uuid.uuid4(),
+            type="Poison",
+            data=b"{}",
+            metadata=b"{}",
+            stream="Acc-1",
+            revision=0,
+            position=5,
+            recorded_at=datetime(2024, 1, 2, tzinfo=UTC),
+        )
+        with writer.transaction() as uow:
+            uow.park(event, "ValueError: first", 3)
+        store.request_retry("accounts_view")
+        with writer.transaction() as uow:
+            uow.park(event, "ValueError: second", 2)
+        [parked] = store.parked_events("accounts_view")
+        assert parked.to_recorded() == event
+        assert (parked.error, parked.attempts, parked.retry_requested) == ("ValueError: second", 2, False)
+        with store.read("accounts_view") as view:
+            assert view.table("accounts").get("a1") == {"owner": "ada"}
 
 
 # --------------------------------------------------------------------------- the runner contract

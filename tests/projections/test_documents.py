@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from eventsourcing_cqrs.errors import InvalidInputError
+from eventsourcing_cqrs.errors import CQRSError, InvalidInputError
+from projections.errors import ProjectionDefinitionError
 from projections.read_model_store._documents import (
     copy_document,
     decode_document,
@@ -21,6 +22,7 @@ from projections.read_model_store._documents import (
     merge_changes,
     normalize_document,
 )
+from projections.read_model_store.port import TableSpec
 
 
 class Colour(enum.Enum):
@@ -83,6 +85,26 @@ def test_what_json_refuses_is_refused_naming_table_and_key(bad: Any) -> None:
     if isinstance(bad, dict):
         with pytest.raises(InvalidInputError):
             merge_changes("accounts", "a1", {"owner": "ada"}, bad)
+
+
+@pytest.mark.parametrize("bad", [[1], [("owner", "bob")], "owner", None])
+def test_changes_that_are_not_a_mapping_are_refused_naming_table_and_key(bad: Any) -> None:
+    # Once a bare TypeError from ``{**current, **changes}``; now the same error as a bad document.
+    with pytest.raises(InvalidInputError) as raised:
+        merge_changes("accounts", "a1", {"owner": "ada"}, bad)
+    assert "'accounts'" in str(raised.value)
+    assert "'a1'" in str(raised.value)
+    assert raised.value.value is bad
+
+
+def test_indexes_given_as_a_string_are_a_definition_error_and_still_a_type_error() -> None:
+    with pytest.raises(ProjectionDefinitionError) as raised:
+        TableSpec("accounts", indexes="owner")  # type: ignore[arg-type]
+    assert isinstance(raised.value, TypeError)
+    assert isinstance(raised.value, CQRSError)
+    assert "'accounts'" in str(raised.value)
+    assert "tuple of field names" in str(raised.value)
+    assert str(raised.value).endswith(".")
 
 
 def test_a_circular_document_is_refused() -> None:
