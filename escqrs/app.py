@@ -165,7 +165,8 @@ class AppSpec:
 def load_app(reference: str) -> AppSpec:
     """The :class:`AppSpec` named by ``reference``, a ``package.module:attribute`` string.
 
-    The attribute may also be a zero-argument callable returning the spec.
+    The attribute may also be a zero-argument function (or other factory) returning the spec,
+    but not a class: a class is never called.
     """
     module_name, separator, attribute = reference.partition(":")
     if not separator or not module_name or not attribute:
@@ -184,6 +185,15 @@ def load_app(reference: str) -> AppSpec:
             raise InvalidInputError(
                 "application", reference, f"module {module_name!r} has no attribute {attribute!r}"
             ) from None
+    if isinstance(target, type):
+        # A class is callable, but calling one builds an instance of it (or fails for want of
+        # arguments): only a function or another factory may stand for the spec.
+        raise InvalidInputError(
+            "application",
+            reference,
+            f"{reference} is a class ({target.__name__}), not an AppSpec: "
+            "point --app at an AppSpec or a function returning one",
+        )
     if not isinstance(target, AppSpec) and callable(target):
         target = target()
     if not isinstance(target, AppSpec):

@@ -34,6 +34,7 @@ from escqrs._cli._common import (
     error_line,
     examples,
     markup,
+    scrubbed,
     settings,
 )
 from escqrs._cli.audit import audit_app
@@ -89,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except Exception as exc:  # noqa: BLE001 - the one place every failure becomes one line
         if settings.debug:
-            traceback.print_exception(exc, file=sys.stderr)
+            # A plain traceback: no local variables (they hold connection strings and payloads).
+            sys.stderr.write(scrubbed("".join(traceback.format_exception(exc))))
         err_console().print(f"[bold red]error:[/bold red] {markup(error_line(exc))}", soft_wrap=True)
         sys.exit(1)
 

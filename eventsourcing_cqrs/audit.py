@@ -60,8 +60,10 @@ from pydantic import BaseModel
 
 from eventsourcing_cqrs.aggregate import Aggregate, event_classes_of
 from eventsourcing_cqrs.errors import (
+    AggregateNotFoundError,
     CorruptEventError,
     InvalidInputError,
+    NoEventsAtTimeError,
     StreamDeletedError,
     StreamNotFoundError,
 )
@@ -595,11 +597,25 @@ class AuditTrail:
         at or before it).
 
         Raises :class:`~eventsourcing_cqrs.errors.AggregateNotFoundError` when the stream has no
-        events (by ``at_time``) and :class:`~eventsourcing_cqrs.errors.InvalidInputError` for a
-        version beyond the last one or a stream of no known aggregate.
+        events (:class:`~eventsourcing_cqrs.errors.NoEventsAtTimeError`, naming the time of its
+        first event, when it has none by ``at_time``) and
+        :class:`~eventsourcing_cqrs.errors.InvalidInputError` for a version beyond the last one
+        or a stream of no known aggregate.
         """
         spec, aggregate_id = self._aggregate_for(stream)
-        aggregate = spec.repository(self._events).load(aggregate_id, at_version=at_version, at_time=at_time)
+        try:
+            aggregate = spec.repository(self._events).load(
+                aggregate_id, at_version=at_version, at_time=at_time
+            )
+        except AggregateNotFoundError as exc:
+            if at_time is None:
+                raise
+            first = next(iter(self._events.read_stream(stream, limit=1)), None)
+            if first is None:
+                raise
+            raise NoEventsAtTimeError(
+                spec.aggregate.__name__, aggregate_id, stream, at_time, first.recorded_at
+            ) from exc
         logger.debug("audit.state_loaded", stream=stream, version=aggregate.version)
         return AggregateState(
             stream=str(aggregate.stream),

@@ -17,7 +17,11 @@
    duration.
 
 A command delivered twice (same ``command_id``) writes nothing the second time; its result is
-the first delivery's, flagged ``duplicate``.
+the first delivery's, flagged ``duplicate`` (logged ``command.duplicate``, counted in
+:attr:`CommandMetrics.duplicates`), whether it updates an aggregate or creates one.
+
+A handler saves one aggregate, once: its save is appended when the handler returns, and a
+second save is refused (``InvalidInputError``) before anything is written.
 
 :class:`QueryBus` maps each query type to one handler returning the query's DTO type.
 """
@@ -406,6 +410,7 @@ class CommandBus:
             work, token = begin_unit_of_work(context)
             try:
                 handler(command)
+                work.commit()  # the handler's one save, appended now that it has decided
             except CommandAlreadyHandled as done:
                 return self._finish(context, (done.result,), attempt, started, log, duplicate=True)
             except WrongExpectedVersionError as exc:

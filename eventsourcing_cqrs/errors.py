@@ -27,6 +27,7 @@ exception also derives from it (``ValueError``, ``TimeoutError``, ``ConnectionEr
     ├── HandlerNotFoundError (LookupError)        no handler registered for a command or query type
     ├── AuthorizationError (PermissionError)      the actor may not issue this command
     ├── AggregateNotFoundError (LookupError)
+    │   └── NoEventsAtTimeError                   the stream's first event is later than the time asked
     ├── AggregateAlreadyExistsError
     └── ConcurrencyRetriesExhaustedError          a command conflicted on every attempt
 
@@ -53,6 +54,7 @@ __all__ = [
     "EventStoreUnavailableError",
     "HandlerNotFoundError",
     "InvalidInputError",
+    "NoEventsAtTimeError",
     "SerializationError",
     "StreamDeletedError",
     "StreamNotFoundError",
@@ -232,6 +234,25 @@ class AggregateNotFoundError(CQRSError, LookupError):
         self.aggregate_type = aggregate_type
         self.aggregate_id = aggregate_id
         super().__init__(f"{aggregate_type} {aggregate_id!r} does not exist.")
+
+
+class NoEventsAtTimeError(AggregateNotFoundError):
+    """The state was asked as of a time before the stream's first event."""
+
+    def __init__(
+        self, aggregate_type: str, aggregate_id: str, stream: str, at_time: Any, first_at: Any
+    ) -> None:
+        super().__init__(aggregate_type, aggregate_id)
+        self.stream = stream
+        self.at_time = at_time
+        self.first_recorded_at = first_at
+        self.args = (
+            f"Stream {stream!r} has no events at or before {at_time.isoformat()} "
+            f"(its first event was recorded at {first_at.isoformat()}).",
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class AggregateAlreadyExistsError(CQRSError):

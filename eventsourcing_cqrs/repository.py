@@ -19,15 +19,28 @@ one never fails the save.
 **Redelivered commands.** Inside a command (see :mod:`eventsourcing_cqrs.unit_of_work`), a
 load that finds the command's own events in the stream raises
 :class:`~eventsourcing_cqrs.unit_of_work.CommandAlreadyHandled`, so the handler does not decide
-again. A full replay checks the whole stream; a load from a snapshot checks the tail and the
-``dedup_window`` events before the snapshot.
+again. A full replay checks the whole stream. With snapshots, the window is the same whatever
+``snapshot_every`` is: a redelivery is recognised while the command's first event is among the
+stream's last ``dedup_window`` events (500 by default) — more precisely, among the snapshot's
+last ``dedup_window`` events or its tail. Each snapshot carries, in its metadata
+(``recentEventIds``), the ids of the ``dedup_window`` events up to it, which the repository
+remembers from the load and the save that wrote it (no extra read), so the check is a search in
+memory; the stream is read back only on an actual redelivery, for the original result. (The
+other way, reading the last ``dedup_window`` events at every load, would cost a read of
+``dedup_window`` events per command.) A snapshot written by an earlier version, without those
+ids, falls back to reading the ``dedup_window`` events before it. A creation command (no load)
+redelivered, or a redelivery racing the first delivery, is recognised by the store's
+idempotent append (:attr:`~eventsourcing_cqrs.event_store.port.AppendResult.already_written`,
+reported by the embedded stores) and flagged ``duplicate`` the same way.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -74,15 +87,49 @@ _STORE_METHODS = ("append", "read_stream", "stream_version")
 SNAPSHOT_EVENT_TYPE = "$snapshot"
 _AGGREGATE_VERSION_KEY = "aggregateVersion"
 _SNAPSHOT_VERSION_KEY = "snapshotVersion"
+#: The snapshot metadata key of the ids of the last ``dedup_window`` events it stands for (base64).
+_RECENT_IDS_KEY = "recentEventIds"
 _SNAPSHOT_NAMESPACE = uuid.UUID("6f0b7d57-3f0c-4c3b-9a57-54a0b7c1e2d1")
 
 
 class _Snapshot:
-    __slots__ = ("state", "version")
+    __slots__ = ("recent_ids", "state", "version")
 
-    def __init__(self, state: BaseModel, version: int) -> None:
+    def __init__(self, state: BaseModel, version: int, recent_ids: bytes | None) -> None:
         self.state = state
         self.version = version
+        #: The ids (16 bytes each) of the events up to ``version``, at most ``dedup_window``
+        #: of them; ``None`` for a snapshot written before snapshots carried them.
+        self.recent_ids = recent_ids
+
+
+#: Where a loaded or saved aggregate keeps the ids of its last ``dedup_window`` events (bytes,
+#: 16 per event, the last one being the event at ``aggregate.version``), for its next snapshot.
+_RECENT_IDS_ATTRIBUTE = "_repository_recent_event_ids"
+
+
+def _remember_ids(aggregate: Aggregate[Any], ids: Sequence[uuid.UUID], window: int) -> None:
+    """Add the ids of events just saved or replayed to what ``aggregate`` remembers."""
+    known: bytes | None = aggregate.__dict__.get(_RECENT_IDS_ATTRIBUTE)
+    if known is None:
+        if aggregate.version - len(ids) >= 0:
+            return  # its earlier events are unknown here (the snapshot writer reads them back)
+        known = b""
+    blob = known + b"".join(event_id.bytes for event_id in ids[-window:]) if window else b""
+    aggregate.__dict__[_RECENT_IDS_ATTRIBUTE] = blob[-_ID_SIZE * window :] if window else b""
+
+
+def _find_id(blob: bytes, wanted: bytes) -> int | None:
+    """The index of the 16-byte id ``wanted`` in ``blob``, or ``None``."""
+    start = 0
+    while (found := blob.find(wanted, start)) >= 0:
+        if found % _ID_SIZE == 0:
+            return found // _ID_SIZE
+        start = found + 1
+    return None
+
+
+_ID_SIZE = 16
 
 
 class _RedeliveryCheck:
@@ -113,6 +160,9 @@ class Repository(Generic[A]):
 
     ``registry`` decodes and encodes the events; by default it is built from the event classes
     named in the aggregate's ``Aggregate[...]`` base (pass your own to add upcasters).
+    ``dedup_window`` is how many of a stream's last events a redelivered command is looked
+    for in when loading from a snapshot (see the module docstring); each snapshot carries
+    16 bytes per event of it.
     """
 
     def __init__(
@@ -122,7 +172,7 @@ class Repository(Generic[A]):
         registry: EventRegistry | None = None,
         *,
         snapshot_every: int | None = None,
-        dedup_window: int = 100,
+        dedup_window: int = 500,
     ) -> None:
         if not all(callable(getattr(store, method, None)) for method in _STORE_METHODS):
             raise InvalidInputError(
@@ -226,16 +276,27 @@ class Repository(Generic[A]):
         if snapshot is not None:
             aggregate._restored(snapshot.state, snapshot.version)
             if check is not None and self._dedup_window:
-                self._check_before_snapshot(stream, snapshot.version, check)
+                self._check_before_snapshot(stream, snapshot, check)
         start = snapshot.version + 1 if snapshot is not None else None
         limit = None if at_version is None else at_version - (start or 0) + 1
         if limit == 0:
             aggregate._mark_historical()
             return aggregate
         records = self._read(aggregate_id, stream, start, limit)
-        replayed = self._replay(aggregate, records, at_time, check)
+        # With snapshots, the ids replayed go into the aggregate's next snapshot (see the module).
+        seen: list[uuid.UUID] | None = (
+            [] if self._snapshot_every is not None and at_version is None and at_time is None else None
+        )
+        replayed = self._replay(aggregate, records, at_time, check, seen)
         if check is not None:
             check.raise_if_found()
+        if seen is not None:
+            if snapshot is None:
+                aggregate.__dict__[_RECENT_IDS_ATTRIBUTE] = None
+                _remember_ids(aggregate, seen, self._dedup_window)
+            elif snapshot.recent_ids is not None:
+                aggregate.__dict__[_RECENT_IDS_ATTRIBUTE] = snapshot.recent_ids
+                _remember_ids(aggregate, seen, self._dedup_window)
         if not replayed and snapshot is None:
             # The stream exists but nothing had happened by ``at_time`` (or the tail is empty).
             raise AggregateNotFoundError(self._type.__name__, aggregate_id)
@@ -263,6 +324,7 @@ class Repository(Generic[A]):
         records: Iterator[RecordedEvent],
         at_time: datetime | None,
         check: _RedeliveryCheck | None,
+        seen: list[uuid.UUID] | None = None,
     ) -> int:
         decode = self._registry.decode
         allowed = self._event_classes
@@ -282,6 +344,8 @@ class Repository(Generic[A]):
                     event_type=recorded.type,
                 )
             replayed(event, recorded.revision)
+            if seen is not None:
+                seen.append(recorded.id)
             if wanted is not None and recorded.id == wanted:
                 assert check is not None
                 check.see(recorded)
@@ -301,8 +365,14 @@ class Repository(Generic[A]):
     def save(self, aggregate: A) -> AppendResult | None:
         """Append the aggregate's pending events, expecting its stream at ``aggregate.version``.
 
-        Returns the stream's new revision and commit position, or ``None`` if nothing was
-        pending. Raises :class:`WrongExpectedVersionError` when another writer got there first
+        Outside a command: appends now and returns the stream's new revision and commit
+        position, or ``None`` if nothing was pending. Inside a command (a unit of work, see
+        :mod:`eventsourcing_cqrs.unit_of_work`) it only stages the append and returns
+        ``None``: the bus appends it when the handler returns and reports it in the
+        :class:`~eventsourcing_cqrs.bus.CommandResult`. A command saves one aggregate: saving
+        a second one raises :class:`InvalidInputError` before anything is written.
+
+        Raises :class:`WrongExpectedVersionError` when another writer got there first
         (reload and decide again: the command bus does it for you) and
         :class:`AggregateAlreadyExistsError` when a new aggregate's id is taken.
         """
@@ -315,18 +385,27 @@ class Repository(Generic[A]):
             return None
         stream = self.stream_name(aggregate.id)
         work = current_unit_of_work()
-        if work is not None:
-            ids = work.claim_event_ids(stream, len(pending))
-            encode_with = self._registry.encode_with
-            metadata_for = work.metadata_json
-            events = [
-                encode_with(event, metadata_for, event_id=event_id)
-                for event, event_id in zip(pending, ids, strict=True)
-            ]
-        else:
+        if work is None:
             encode = self._registry.encode
             metadata = Metadata()
-            events = [encode(event, metadata) for event in pending]
+            return self._append(aggregate, stream, [encode(event, metadata) for event in pending], None)
+        ids = work.claim_event_ids(stream, len(pending))
+        encode_with = self._registry.encode_with
+        metadata_for = work.metadata_json
+        events = [
+            encode_with(event, metadata_for, event_id=event_id)
+            for event, event_id in zip(pending, ids, strict=True)
+        ]
+
+        def append() -> None:
+            self._append(aggregate, stream, events, work)
+
+        work.stage(stream, aggregate, append)
+        return None
+
+    def _append(
+        self, aggregate: A, stream: StreamName, events: list[NewEvent], work: UnitOfWork | None
+    ) -> AppendResult:
         before = aggregate.version
         expected = StreamState.NO_STREAM if before < 0 else before
         try:
@@ -335,6 +414,10 @@ class Repository(Generic[A]):
             if before < 0:
                 raise AggregateAlreadyExistsError(self._type.__name__, aggregate.id) from exc
             raise
+        if work is not None and result.already_written:
+            # The store found this command's events already written: a redelivery that no load
+            # could spot (a creation, or a delivery racing the first one).
+            raise CommandAlreadyHandled(work.context.command_id, result)
         aggregate._saved(result.revision)
         if work is not None:
             work.record(result)
@@ -347,8 +430,10 @@ class Repository(Generic[A]):
                 commit_position=result.position,
             )
         every = self._snapshot_every
-        if every is not None and (before + 1) // every != (result.revision + 1) // every:
-            self._write_snapshot(aggregate)
+        if every is not None:
+            _remember_ids(aggregate, [event.id for event in events], self._dedup_window)
+            if (before + 1) // every != (result.revision + 1) // every:
+                self._write_snapshot(aggregate)
         return result
 
     # -- snapshots ------------------------------------------------------------------------
@@ -367,7 +452,14 @@ class Repository(Generic[A]):
         stream = self.snapshot_stream_name(aggregate.id)
         try:
             state = aggregate.snapshot()
-            metadata = json.dumps({_AGGREGATE_VERSION_KEY: version, _SNAPSHOT_VERSION_KEY: schema}).encode()
+            recent = self._recent_ids_of(aggregate)
+            metadata = json.dumps(
+                {
+                    _AGGREGATE_VERSION_KEY: version,
+                    _SNAPSHOT_VERSION_KEY: schema,
+                    _RECENT_IDS_KEY: base64.b64encode(recent).decode("ascii"),
+                }
+            ).encode()
             event = NewEvent(
                 SNAPSHOT_EVENT_TYPE,
                 state.model_dump_json().encode(),
@@ -379,6 +471,21 @@ class Repository(Generic[A]):
             logger.warning("snapshot.write_failed", stream=stream, version=version, exc_info=True)
             return
         logger.debug("snapshot.written", stream=stream, version=version)
+
+    def _recent_ids_of(self, aggregate: A) -> bytes:
+        """The ids of the aggregate's last ``dedup_window`` events: remembered since its load,
+        or (for an aggregate loaded from a snapshot that did not carry them) read back."""
+        known: bytes | None = aggregate.__dict__.get(_RECENT_IDS_ATTRIBUTE)
+        if known is not None or not self._dedup_window:
+            return known or b""
+        version = aggregate.version
+        first = max(0, version - self._dedup_window + 1)
+        records = self._store.read_stream(
+            self.stream_name(aggregate.id), from_revision=first, limit=version - first + 1
+        )
+        known = b"".join(recorded.id.bytes for recorded in records)
+        aggregate.__dict__[_RECENT_IDS_ATTRIBUTE] = known
+        return known
 
     def _latest_snapshot(self, aggregate_id: str, at_most: int | None) -> _Snapshot | None:
         stream = self.snapshot_stream_name(aggregate_id)
@@ -415,15 +522,40 @@ class Repository(Generic[A]):
             except ValidationError as exc:
                 logger.warning("snapshot.ignored", stream=stream, revision=recorded.revision, reason=str(exc))
                 return None
-            return _Snapshot(state, version)
+            return _Snapshot(state, version, _decoded_ids(metadata.get(_RECENT_IDS_KEY)))
         return None
 
-    def _check_before_snapshot(self, stream: str, revision: int, check: _RedeliveryCheck) -> None:
-        """Look for the command's first event among the events the snapshot stands for."""
-        first = max(0, revision - self._dedup_window + 1)
+    def _check_before_snapshot(self, stream: str, snapshot: _Snapshot, check: _RedeliveryCheck) -> None:
+        """Look for the command's first event among the events the snapshot stands for.
+
+        The snapshot carries the ids of its last ``dedup_window`` events, so this is a search
+        in memory; the stream is read only when the id is there (a redelivery), from that
+        event on, for the original result. A snapshot without them (written by an earlier
+        version) makes it read the ``dedup_window`` events before it instead.
+        """
+        revision = snapshot.version
+        recent = snapshot.recent_ids
+        if recent is not None:
+            index = _find_id(recent, check.next_id.bytes)
+            if index is None:
+                return
+            first = revision - len(recent) // _ID_SIZE + 1 + index
+        else:
+            first = max(0, revision - self._dedup_window + 1)
         try:
             records = self._store.read_stream(stream, from_revision=first, limit=revision - first + 1)
         except (StreamNotFoundError, StreamDeletedError):
             return
         for recorded in records:
             check.see(recorded)
+
+
+def _decoded_ids(value: object) -> bytes | None:
+    """The ids a snapshot's metadata carries, or ``None`` if it carries none (or garbage)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        ids = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return ids if len(ids) % _ID_SIZE == 0 else None

@@ -105,6 +105,8 @@ class EventRegistry:
             raise InvalidInputError("events", events, "give an iterable of DomainEvent subclasses")
         self._classes: dict[str, type[DomainEvent]] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        #: The registries that included this one: what is added here later reaches them too.
+        self._includers: list[EventRegistry] = []
         for event_class in events:
             self.register(event_class)
 
@@ -146,15 +148,30 @@ class EventRegistry:
             raise InvalidInputError(
                 "schema version", version, f"{event_class.__name__}.schema_version must be an int >= 1"
             )
-        for key in (name, *aliases):
-            existing = self._classes.get(key)
-            if existing is not None and existing is not event_class:
-                raise InvalidInputError(
-                    "event type", key, f"already registered to {existing.__module__}.{existing.__qualname__}"
-                )
-        for key in (name, *aliases):
-            self._classes[key] = event_class
+        for registry in self._reached():
+            for key in (name, *aliases):
+                existing = registry._classes.get(key)
+                if existing is not None and existing is not event_class:
+                    raise InvalidInputError(
+                        "event type",
+                        key,
+                        f"already registered to {existing.__module__}.{existing.__qualname__}",
+                    )
+        for registry in self._reached():
+            for key in (name, *aliases):
+                registry._classes[key] = event_class
         return event_class
+
+    def _reached(self) -> list[EventRegistry]:
+        """This registry and every registry that included it, directly or not."""
+        reached: list[EventRegistry] = []
+        waiting = [self]
+        while waiting:
+            registry = waiting.pop()
+            if all(registry is not seen for seen in reached):
+                reached.append(registry)
+                waiting.extend(registry._includers)
+        return reached
 
     def add_upcaster(self, event_type: str, from_version: int, upcaster: Upcaster) -> None:
         """Register ``upcaster`` to turn version ``from_version`` of ``event_type`` into the next one."""
@@ -171,7 +188,17 @@ class EventRegistry:
             raise InvalidInputError(
                 "upcaster", key, f"{event_type} already has an upcaster from version {from_version}"
             )
-        self._upcasters[key] = upcaster
+        reached = self._reached()
+        for registry in reached:
+            if registry._upcasters.get(key, upcaster) is not upcaster:
+                raise InvalidInputError(
+                    "upcaster",
+                    key,
+                    f"{event_type} already has another upcaster from version {from_version} in a "
+                    "registry that includes this one",
+                )
+        for registry in reached:
+            registry._upcasters[key] = upcaster
 
     def upcaster(self, event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
         """Decorator form of :meth:`add_upcaster`; returns the function unchanged."""
@@ -183,7 +210,11 @@ class EventRegistry:
         return decorate
 
     def include(self, other: EventRegistry) -> None:
-        """Add every class, alias and upcaster of ``other`` (to decode several domains' events)."""
+        """Add every class, alias and upcaster of ``other`` (to decode several domains' events).
+
+        The inclusion is live: a class or upcaster registered in ``other`` later reaches this
+        registry too (and those that include it), with the same conflict checks.
+        """
         if not isinstance(other, EventRegistry):
             raise InvalidInputError("registry", other, "include another EventRegistry")
         for key, event_class in other._classes.items():
@@ -193,8 +224,15 @@ class EventRegistry:
         for step, upcaster in other._upcasters.items():
             if self._upcasters.get(step, upcaster) is not upcaster:
                 raise InvalidInputError("upcaster", step, "registered twice with different functions")
-        self._classes.update(other._classes)
-        self._upcasters.update(other._upcasters)
+        if any(registry is other for registry in self._reached()):
+            raise InvalidInputError(
+                "registry", other, "a registry cannot include itself, nor a registry that includes it"
+            )
+        for registry in self._reached():
+            registry._classes.update(other._classes)
+            registry._upcasters.update(other._upcasters)
+        if all(includer is not self for includer in other._includers):
+            other._includers.append(self)
 
     # -- looking up -----------------------------------------------------------------------
 

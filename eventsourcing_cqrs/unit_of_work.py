@@ -10,7 +10,10 @@ command; a :class:`~eventsourcing_cqrs.repository.Repository` used inside it
   causation ids, command id, actor) beside each event;
 * notices, while replaying, that the stream already holds this command's events (the command
   was delivered before) and stops the handler with :class:`CommandAlreadyHandled`;
-* records each append, so the bus can report the stream, new version and commit position.
+* holds the one save a command may make until the handler returns, then appends it
+  (:meth:`UnitOfWork.commit`): a handler that saves a second aggregate is refused at that
+  second save, before anything is written, so a command never leaves a partial write;
+* records the append, so the bus can report the stream, new version and commit position.
 
 The context travels in a :class:`contextvars.ContextVar`, so domain code never passes it
 around, and a command dispatched from inside a handler inherits the correlation id.
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from hashlib import sha1
@@ -111,12 +114,28 @@ class CommandAlreadyHandled(CQRSError):  # noqa: N818 - a signal, not a failure
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _StagedSave:
+    """A save held until the handler returns: ``append()`` writes it (and records the result)."""
+
+    stream: str
+    aggregate: object
+    append: Callable[[], None]
+
+
 @dataclass(slots=True)
 class UnitOfWork:
-    """One attempt at one command: its context, and the appends made so far."""
+    """One attempt at one command: its context, its staged save, and the appends made.
+
+    A repository's ``save`` inside the unit of work only *stages* the append
+    (:meth:`stage`); :meth:`commit`, called by the command bus when the handler returns,
+    performs it. A second save (of another aggregate, or of the same one again) is refused
+    at once, while nothing is written yet.
+    """
 
     context: CommandContext
     appends: list[AppendResult] = field(default_factory=list)
+    _staged: _StagedSave | None = field(default=None, init=False, repr=False, compare=False)
     _first_ids: dict[str, uuid.UUID] = field(default_factory=dict, init=False, repr=False, compare=False)
     _metadata: dict[int, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -171,6 +190,36 @@ class UnitOfWork:
             )
         return [self.event_id(stream, n) for n in range(count)]
 
+    def stage(self, stream: str, aggregate: object, append: Callable[[], None]) -> None:
+        """Hold ``append`` (the save of ``aggregate`` to ``stream``) until :meth:`commit`.
+
+        Raises :class:`InvalidInputError`, writing nothing, if a save is already staged (of
+        another aggregate, or of the same one: save it once, after all its decisions) or this
+        command has already appended: a command appends once, to one aggregate.
+        """
+        staged = self._staged
+        if self.appends or staged is not None:
+            first = self.appends[0].stream if self.appends else staged.stream if staged else stream
+            raise InvalidInputError(
+                "stream",
+                stream,
+                f"command {self.context.command_type} already saved {first!r}; a command appends "
+                "once, to one aggregate (save it once, after all its decisions; react to its "
+                "events with a follow-up command); nothing was written",
+            )
+        self._staged = _StagedSave(stream, aggregate, append)
+
+    def commit(self) -> None:
+        """Perform the staged save, if any (the command bus calls it when the handler returns).
+
+        Its errors propagate: :class:`~eventsourcing_cqrs.errors.WrongExpectedVersionError`
+        (the bus retries the command), or :class:`CommandAlreadyHandled` when the store found
+        the command's events already written.
+        """
+        staged, self._staged = self._staged, None
+        if staged is not None:
+            staged.append()
+
     def record(self, result: AppendResult) -> None:
         """Remember an append made by this command."""
         self.appends.append(result)
@@ -186,10 +235,14 @@ def current_unit_of_work() -> UnitOfWork | None:
 
 @contextlib.contextmanager
 def unit_of_work(context: CommandContext) -> Iterator[UnitOfWork]:
-    """Run the block as one attempt at the command described by ``context``."""
+    """Run the block as one attempt at the command described by ``context``.
+
+    When the block ends without an exception, the staged save is appended (:meth:`UnitOfWork.commit`).
+    """
     work, token = begin_unit_of_work(context)
     try:
         yield work
+        work.commit()
     finally:
         end_unit_of_work(token)
 
@@ -197,7 +250,8 @@ def unit_of_work(context: CommandContext) -> Iterator[UnitOfWork]:
 def begin_unit_of_work(context: CommandContext) -> tuple[UnitOfWork, Token[UnitOfWork | None]]:
     """Start an attempt (what :func:`unit_of_work` does on entry, for the command bus's loop).
 
-    Pass the token to :func:`end_unit_of_work` when the attempt ends, however it ends.
+    Call :meth:`UnitOfWork.commit` when the handler returns, and pass the token to
+    :func:`end_unit_of_work` when the attempt ends, however it ends.
     """
     work = UnitOfWork(context)
     return work, _current.set(work)

@@ -12,6 +12,8 @@ values are kept as attributes so callers never parse messages.
         ├── ProjectionFailedError                       an event kept failing; the runner stopped
         ├── ProjectionVersionError                      a newer version of the projection is already live
         ├── WaitTimeoutError (TimeoutError)             wait_for gave up before the projection got there
+        ├── ProjectionHaltedError                       wait_for found the projection's runner failed
+        ├── ProjectionRunningError                      a runner holds the lease of a projection to drop
         ├── LeaseLostError                              another runner took the projection over
         ├── GenerationChangedError                      the generation being written was switched or dropped
         ├── RunnerAlreadyRunningError (RuntimeError)    start() on a runner whose thread still runs
@@ -22,6 +24,8 @@ values are kept as attributes so callers never parse messages.
             ├── ProjectionNotFoundError (LookupError)   no live generation to query yet
             ├── UnsupportedOperationError (NotImplementedError)  e.g. raw SQL on the memory store
             ├── ReadModelStoreUnavailableError (ConnectionError)
+            │   └── ReadModelStoreRefusedError          the server refused the login for good
+            ├── NotAReadModelStoreError                 the file or database holds something else
             └── ReadModelStoreLockedError               another connection held the database too long
 """
 
@@ -34,14 +38,18 @@ __all__ = [
     "GenerationChangedError",
     "InvalidNameError",
     "LeaseLostError",
+    "NotAReadModelStoreError",
     "ParkedEventNotFoundError",
     "ProjectionDefinitionError",
     "ProjectionError",
     "ProjectionFailedError",
+    "ProjectionHaltedError",
     "ProjectionNotFoundError",
+    "ProjectionRunningError",
     "ProjectionVersionError",
     "ReadModelStoreError",
     "ReadModelStoreLockedError",
+    "ReadModelStoreRefusedError",
     "ReadModelStoreUnavailableError",
     "RunnerAlreadyRunningError",
     "UnknownTableError",
@@ -135,6 +143,37 @@ class WaitTimeoutError(ProjectionError, TimeoutError):
         )
 
 
+class ProjectionHaltedError(ProjectionError):
+    """:func:`~projections.status.wait_for` found that the projection's runner failed.
+
+    The read model will not reach ``position`` until the runner is fixed and restarted, so
+    waiting on would only time out. ``error`` is what the runner recorded (the store's last
+    error); :meth:`~projections.runner.ProjectionRunner.wait_for` raises the runner's own
+    exception instead when it has it.
+    """
+
+    def __init__(self, projection: str, position: int, checkpoint: int | None, error: str | None) -> None:
+        self.projection = projection
+        self.position = position
+        self.checkpoint = checkpoint
+        self.error = error
+        super().__init__(
+            f"Projection {projection!r} will not reach position {position}: its runner failed at "
+            f"checkpoint {checkpoint}: {error or 'no error was recorded'}"
+        )
+
+
+class ProjectionRunningError(ProjectionError):
+    """A runner (in some process) holds the projection's lease, so it cannot be dropped now."""
+
+    def __init__(self, projection: str, role: str) -> None:
+        self.projection = projection
+        self.role = role
+        super().__init__(
+            f"Projection {projection!r} is in use: a runner holds its {role} lease; stop it first."
+        )
+
+
 class LeaseLostError(ProjectionError):
     """Another runner acquired the projection's lease since this one did; this one must stop."""
 
@@ -218,6 +257,23 @@ class UnsupportedOperationError(ReadModelStoreError, NotImplementedError):
 
 class ReadModelStoreUnavailableError(ReadModelStoreError, ConnectionError):
     """The read model database cannot be reached."""
+
+
+class ReadModelStoreRefusedError(ReadModelStoreUnavailableError):
+    """The database server is up but refused the login for good (no such database or role, a
+    wrong password, no permission): waiting would not help, so it is reported at once."""
+
+
+class NotAReadModelStoreError(ReadModelStoreError):
+    """The database opened as a read model store holds something else (an event store, ...).
+
+    Nothing was written to it. ``path`` names it and ``holds`` says what it seems to hold.
+    """
+
+    def __init__(self, path: str, holds: str) -> None:
+        self.path = path
+        self.holds = holds
+        super().__init__(f"{path} is {holds}, not a read model store; nothing was written to it.")
 
 
 class ReadModelStoreLockedError(ReadModelStoreError):

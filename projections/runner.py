@@ -55,14 +55,16 @@ from projections.errors import (
     LeaseLostError,
     ProjectionError,
     ProjectionFailedError,
+    ProjectionHaltedError,
     ProjectionVersionError,
+    ReadModelStoreError,
     ReadModelStoreLockedError,
     ReadModelStoreUnavailableError,
     RunnerAlreadyRunningError,
 )
 from projections.projection import Backoff, FailurePolicy, Projection, _require_count, _require_seconds
 from projections.read_model_store.port import Generation, Lease, LeaseRole, ProjectionState, ReadModelStore
-from projections.status import ProjectionStatus, events_after, projection_status, wait_for
+from projections.status import ProjectionStatus, events_after, projection_status, wait_until_reflected
 
 __all__ = ["ProjectionRunner", "RunOutcome"]
 
@@ -295,8 +297,28 @@ class ProjectionRunner:
         return projection_status(self._projection, self._events, self._store)
 
     def wait_for(self, position: int, timeout: float = 5.0) -> None:
-        """Block until the live read model reflects every relevant event up to ``position``."""
-        wait_for(self._projection, self._events, self._store, position, timeout)
+        """Block until the live read model reflects every relevant event up to ``position``.
+
+        Raises what made this runner's thread fail (e.g.
+        :class:`~projections.errors.ProjectionFailedError`) as soon as it has failed, and
+        :class:`~projections.errors.ProjectionHaltedError` when the store says its runner (in any
+        process) failed, rather than waiting out ``timeout``.
+        """
+        try:
+            wait_until_reflected(
+                self._projection, self._events, self._store, position, timeout, failure=lambda: self._error
+            )
+        except ProjectionHaltedError as exc:
+            halted = exc
+        else:
+            return
+        # This runner's thread may be just ending: its own error says more than the record.
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(1.0)
+        if self._error is not None:
+            raise self._error
+        raise halted
 
     def retry_parked(self, positions: list[int] | None = None, *, timeout: float = 30.0) -> int:
         """Retry parked events (all by default); how many were retried successfully.
@@ -605,6 +627,27 @@ class ProjectionRunner:
             applied += self._retry(generation, lease, bad, failed.error)
             if rest or position > bad.position:
                 applied += self._commit(generation, lease, rest, position)
+            return applied
+        except ReadModelStoreError as exc:
+            # Not an outage, and no handler raised: the store refused the batch's writes when
+            # they were flushed. Find the event by committing one at a time; that one is then
+            # retried, parked or stops the runner like any failing event, naming itself.
+            if isinstance(exc, _INFRASTRUCTURE_ERRORS) or not events:
+                raise
+            self._log.error(
+                "projection.batch_refused",
+                generation=generation.number,
+                events=len(events),
+                first_position=events[0].position,
+                last_position=position,
+                error=_describe_error(exc),
+            )
+            if len(events) == 1:
+                applied = self._retry(generation, lease, events[0], exc)
+            else:
+                applied = sum(self._commit(generation, lease, [event], event.position) for event in events)
+            if position > events[-1].position:
+                applied += self._commit(generation, lease, [], position)
             return applied
         self._store_failures = 0
         if events:

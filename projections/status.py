@@ -7,16 +7,23 @@ the runner's memory.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from eventsourcing_cqrs.event_store.port import EventFilter, EventReader, RecordedEvent, validate_position
-from projections.errors import WaitTimeoutError
+from projections.errors import ProjectionHaltedError, WaitTimeoutError
 from projections.projection import Projection
 from projections.read_model_store.port import LeaseRole, ProjectionState, ReadModelStore
 
-__all__ = ["BuildingStatus", "ProjectionStatus", "events_after", "projection_status", "wait_for"]
+__all__ = [
+    "BuildingStatus",
+    "ProjectionStatus",
+    "events_after",
+    "projection_status",
+    "wait_for",
+    "wait_until_reflected",
+]
 
 _ACTIVE_STATES = frozenset(
     {
@@ -149,14 +156,35 @@ def wait_for(
     Use it after a command for read-your-writes: pass the commit position the append returned.
     It returns as soon as the checkpoint reaches ``position``, or when no event the projection
     handles lies between its checkpoint and ``position`` (so an event it ignores is not waited
-    for). Raises :class:`~projections.errors.WaitTimeoutError` (a ``TimeoutError``) otherwise.
+    for). Raises :class:`~projections.errors.WaitTimeoutError` (a ``TimeoutError``) otherwise,
+    and :class:`~projections.errors.ProjectionHaltedError` at once, with the error the runner
+    recorded, when the projection's runner failed (state ``FAILED`` and nobody holds its lease).
 
     While a version bump is being rebuilt, the live read model is the old version's and is not
     updated (the new code cannot write it), so waiting for a new event times out until the switch.
     """
+    wait_until_reflected(projection, events, store, position, timeout, poll_interval=poll_interval)
+
+
+def wait_until_reflected(
+    projection: Projection,
+    events: EventReader,
+    store: ReadModelStore,
+    position: int,
+    timeout: float,
+    *,
+    poll_interval: float = 0.01,
+    failure: Callable[[], BaseException | None] | None = None,
+) -> None:
+    """:func:`wait_for`, also raising at once what ``failure()`` returns when it returns something
+    (a runner in this process passes its own error)."""
     validate_position(position)
     deadline = time.monotonic() + timeout
     while True:
+        if failure is not None:
+            error = failure()
+            if error is not None:
+                raise error
         record = store.describe(projection.name)
         checkpoint = None if record.live is None else record.live.checkpoint
         if checkpoint is not None and checkpoint >= position:
@@ -165,6 +193,10 @@ def wait_for(
             pending = _first_pending(projection, events, checkpoint)
             if pending is None or pending.position > position:
                 return
+        # A failed runner records FAILED, then gives its lease up: nobody is coming (a runner
+        # restarted since holds the lease again, or records another state).
+        if record.state is ProjectionState.FAILED and not store.lease_held(projection.name, LeaseRole.RUN):
+            raise ProjectionHaltedError(projection.name, position, checkpoint, record.last_error)
         if time.monotonic() >= deadline:
             raise WaitTimeoutError(projection.name, position, checkpoint, timeout)
         time.sleep(poll_interval)

@@ -10,8 +10,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import structlog
 import typer
@@ -19,11 +18,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from escqrs.app import AppSpec, load_app
-from eventsourcing_cqrs._uri import parse_sqlite_uri
+from eventsourcing_cqrs._uri import parse_sqlite_uri, redact_text, redact_uri
 from eventsourcing_cqrs.errors import CQRSError
 from eventsourcing_cqrs.event_store.port import EventStore
 
 if TYPE_CHECKING:
+    from structlog.typing import EventDict, ExcInfo, WrappedLogger
+
     from projections.read_model_store.port import ReadModelStore
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "out_console",
     "read_model_store",
     "redacted",
+    "scrubbed",
     "settings",
 ]
 
@@ -103,13 +105,71 @@ DebugOption = Annotated[
 ]
 
 
+# -- secrets: no output of the command shows a password or a local variable -------------------
+
+#: The store URIs this process was given: whatever it prints is cleaned of their secrets.
+_uris: list[str] = []
+
+
+def _remember(uri: str) -> str:
+    if uri not in _uris:
+        _uris.append(uri)
+    return uri
+
+
+def scrubbed(text: str) -> str:
+    """``text`` without any secret of the store URIs given to this process (see ``redact_text``)."""
+    return redact_text(text, *_uris) if _uris else text
+
+
+def _exception_summary(exc_info: ExcInfo | Any) -> str:
+    value = exc_info[1] if isinstance(exc_info, tuple) else exc_info
+    return error_line(value) if isinstance(value, BaseException) else type(value).__name__
+
+
+def _log_exception(sio: TextIO, exc_info: ExcInfo) -> None:
+    """How a log shows an exception: its one-line summary; with ``--debug`` a plain traceback.
+
+    Never structlog's default, rich's traceback with ``show_locals=True``: local variables hold
+    connection strings and event payloads.
+    """
+    if settings.debug:
+        structlog.dev.plain_traceback(sio, exc_info)
+    else:
+        sio.write(" exception=" + repr(_exception_summary(exc_info)))
+
+
+class _Renderer:
+    """structlog's console renderer, with safe exceptions and no secrets of the given URIs."""
+
+    def __init__(self, *, colors: bool) -> None:
+        self._render = structlog.dev.ConsoleRenderer(colors=colors, exception_formatter=_log_exception)
+
+    def __call__(self, logger: WrappedLogger, name: str, event_dict: EventDict) -> str:
+        return scrubbed(self._render(logger, name, event_dict))
+
+
+class _Formatter(logging.Formatter):
+    """The stdlib logs' format, with the same rules as :class:`_Renderer` (drivers log too)."""
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+        if settings.debug:
+            return super().formatException(ei)
+        return "  " + _exception_summary(ei)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrubbed(super().format(record))
+
+
 # -- logging: the library never configures structlog; the command does ------------------------
 
 
 def configure_logging(*, verbose: int | None = None, debug: bool | None = None) -> None:
     """Send structlog and stdlib logs to stderr.
 
-    Warnings and errors by default, info with ``-v``, debug with ``-vv`` or ``--debug``.
+    Warnings and errors by default, info with ``-v``, debug with ``-vv`` or ``--debug``. An
+    exception in a log is its one-line summary (a plain traceback, without local variables,
+    with ``--debug``), and no log line shows a secret of the store URIs.
     """
     if verbose is not None:
         settings.verbose = max(settings.verbose, verbose)
@@ -126,15 +186,15 @@ def configure_logging(*, verbose: int | None = None, debug: bool | None = None) 
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
-            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
+            _Renderer(colors=sys.stderr.isatty()),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s", force=True
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 # -- consoles and output -----------------------------------------------------------------------
@@ -199,16 +259,19 @@ def require_uri(uri: str | None, option: str, env: str) -> str:
     """``uri``, or a usage error saying how to give it."""
     if not uri:
         raise typer.BadParameter(f"give {option} URI or set {env}", param_hint=f"'{option}'")
-    return uri
+    return _remember(uri)
 
 
 def open_event_store(uri: str, *, must_exist: bool = True) -> EventStore:
     """The event store named by ``uri``; an SQLite file must already exist unless ``must_exist`` is false."""
+    _remember(uri)
     if uri.split(":", 1)[0].lower() == "sqlite" and must_exist:
         # connect() would create an empty database: a typo in a path must not look like an empty store.
         parsed = parse_sqlite_uri(uri, what="event store URI", example="events.db")
         if not parsed.exists:
-            raise CliError(f"The event store file {str(parsed.file)!r} does not exist (from --store {uri}).")
+            raise CliError(
+                f"The event store file {str(parsed.file)!r} does not exist (from --store {redacted(uri)})."
+            )
     from eventsourcing_cqrs.event_store import connect  # noqa: PLC0415 - keeps start-up light
 
     return connect(uri)
@@ -253,16 +316,11 @@ def open_app(reference: str) -> AppSpec:
 
 
 def redacted(uri: str) -> str:
-    """``uri`` fit to print: a password in it is replaced by ``***``."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.netloc.rsplit("@", 1)[1]
-    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+    """``uri`` fit to print: its passwords replaced by ``***`` (see ``redact_uri``)."""
+    return redact_uri(uri)
 
 
 def error_line(exc: BaseException) -> str:
-    """The one line that reports ``exc``."""
-    if isinstance(exc, CliError | CQRSError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+    """The one line that reports ``exc`` (without a secret of the store URIs given)."""
+    line = str(exc) if isinstance(exc, CliError | CQRSError) else f"{type(exc).__name__}: {exc}"
+    return scrubbed(line)

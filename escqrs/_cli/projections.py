@@ -1,4 +1,4 @@
-"""``escqrs projections``: list, status, run, rebuild, parked events and their retry.
+"""``escqrs projections``: list, status, run, rebuild, parked events and their retry, drop.
 
 The read side (``projections``) is imported here, when a command runs: the write side never
 depends on it, and the other commands start without it.
@@ -49,7 +49,7 @@ __all__ = ["projections_app", "status_rows", "status_table"]
 
 projections_app = typer.Typer(
     epilog=examples("escqrs projections status --store sqlite:///bank.db --read-models sqlite:///views.db"),
-    help="Operate the read side: status, run projections, rebuild read models, retry parked events.",
+    help="Operate the read side: status, run projections, rebuild read models, retry parked events, drop.",
     no_args_is_help=True,
 )
 
@@ -488,7 +488,11 @@ def retry(
     with event_store(store) as events, read_model_store(read_models) as views:
         before = {event.position for event in views.parked_events(name)}
         if not before:
-            raise CliError(f"Projection {name!r} has no parked events.")
+            if json_output:
+                emit_json({"projection": name, "count": 0, "retried": [], "still_parked": []})
+            else:
+                out_console().print(f"Nothing parked for [cyan]{markup(name)}[/cyan].")
+            return
         if views.lease_held(name, LeaseRole.RUN):
             views.request_retry(name, positions)
             _wait_for_retries(views, name, timeout)
@@ -496,7 +500,7 @@ def retry(
             ProjectionRunner(projection, events, views).retry_parked(positions, timeout=timeout)
         after = {event.position for event in views.parked_events(name)}
     retried = sorted(before - after)
-    result = {"projection": name, "retried": retried, "still_parked": sorted(after)}
+    result = {"projection": name, "count": len(retried), "retried": retried, "still_parked": sorted(after)}
     if json_output:
         emit_json(result)
     else:
@@ -516,3 +520,46 @@ def _wait_for_retries(views: Any, name: str, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise CliError(f"The running runner of {name!r} did not retry the events within {timeout} s.")
         time.sleep(0.05)
+
+
+@projections_app.command(
+    "drop",
+    epilog=examples(
+        "escqrs projections drop account_list --read-models sqlite:///views.db",
+        "escqrs projections drop account_list --yes",
+    ),
+)
+def drop(
+    *,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The projection whose read model to drop.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    read_models: ReadModelsOption = None,
+    json_output: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Drop a projection's read model: every generation, its parked events and its checkpoint.
+
+    The next run of the projection rebuilds it from the start of $all, with whatever version its
+    code has: the way back after a version bump. Refused while a runner of the projection holds
+    its lease (in any process): stop the runner first. Asks for confirmation unless --yes.
+    """
+    from projections.errors import ProjectionRunningError  # noqa: PLC0415 - the read side only when needed
+
+    configure_logging(debug=debug)
+    with read_model_store(read_models) as views:
+        if not yes and not typer.confirm(
+            f"Drop every generation, parked event and checkpoint of {name!r}?", err=True
+        ):
+            raise CliError(f"Nothing was dropped for {name!r}.")
+        try:
+            existed = views.drop_projection(name)
+        except ProjectionRunningError as exc:
+            raise CliError(str(exc)) from exc
+    if json_output:
+        emit_json({"projection": name, "dropped": existed})
+    elif existed:
+        out_console().print(
+            f"Dropped the read model of [cyan]{markup(name)}[/cyan]; its next run rebuilds it from scratch."
+        )
+    else:
+        out_console().print(f"Nothing to drop for [cyan]{markup(name)}[/cyan].")

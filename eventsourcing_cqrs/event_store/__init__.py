@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from eventsourcing_cqrs._uri import parse_sqlite_uri
+from eventsourcing_cqrs._uri import ambiguous_userinfo, parse_sqlite_uri, redact_uri
 from eventsourcing_cqrs.errors import EventStoreUnavailableError, InvalidInputError
 from eventsourcing_cqrs.event_store.memory import InMemoryEventStore
 from eventsourcing_cqrs.event_store.port import (
@@ -55,9 +55,13 @@ __all__ = [
 
 
 def connect(uri: str) -> EventStore:
-    """Open the event store named by ``uri`` (see the module docstring for the schemes)."""
+    """Open the event store named by ``uri`` (see the module docstring for the schemes).
+
+    Errors show the URI as :func:`~eventsourcing_cqrs._uri.redact_uri` does: never a password.
+    """
     if not isinstance(uri, str) or not uri:
-        raise InvalidInputError("event store URI", uri, "give memory:, sqlite:///path or esdb://host")
+        shown = redact_uri(uri) if uri else uri
+        raise InvalidInputError("event store URI", shown, "give memory:, sqlite:///path or esdb://host")
     scheme = uri.split(":", 1)[0].lower()
     if scheme == "memory":
         return InMemoryEventStore()
@@ -68,6 +72,13 @@ def connect(uri: str) -> EventStore:
         parsed.refuse_other_options()
         return SQLiteEventStore(parsed.path, durable=parsed.durable)
     if scheme in ("esdb", "esdb+discover"):
+        if ambiguous_userinfo(uri):
+            # esdbclient would take part of the password for a host, and name it in errors.
+            raise InvalidInputError(
+                "event store URI",
+                redact_uri(uri),
+                "it cannot be read unambiguously: percent-encode '/', '?', '#' and '@' in the password",
+            )
         try:
             from eventsourcing_cqrs.event_store.esdb import EsdbEventStore  # noqa: PLC0415 - optional extra
         except ImportError as exc:
@@ -75,4 +86,6 @@ def connect(uri: str) -> EventStore:
                 "esdb:// needs the esdb extra: pip install 'eventsourcing-cqrs[esdb]'"
             ) from exc
         return EsdbEventStore(uri)
-    raise InvalidInputError("event store URI", uri, "the scheme must be memory:, sqlite:/// or esdb://")
+    raise InvalidInputError(
+        "event store URI", redact_uri(uri), "the scheme must be memory:, sqlite:/// or esdb://"
+    )

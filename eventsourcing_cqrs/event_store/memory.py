@@ -98,7 +98,7 @@ class InMemoryEventStore:
             }
             decision = decide(name, expected, [e.id for e in new], state.info(), existing)
             if isinstance(decision, AlreadyWritten):
-                return AppendResult(name, decision.revision, decision.position)
+                return AppendResult(name, decision.revision, decision.position, already_written=True)
             self._streams[name] = state
             if decision.undelete:
                 state.visible_from = state.last_revision + 1

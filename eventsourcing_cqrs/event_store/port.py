@@ -18,7 +18,11 @@ between them by changing one connection string:
 * Arguments are checked here, not in the adapters: each adapter's public method starts with the
   ``checked_*`` function of its operation (:func:`checked_append`, :func:`checked_read_stream`,
   :func:`checked_subscribe`...), so every adapter refuses the same malformed argument with the
-  same :class:`~eventsourcing_cqrs.errors.InvalidInputError`, before any I/O.
+  same :class:`~eventsourcing_cqrs.errors.InvalidInputError`, before any I/O. Among them:
+  stream names and event types are valid Unicode text (no control characters, no lone
+  surrogates); revisions and expected versions are below 2**63 (:data:`MAX_REVISION`,
+  EventStoreDB's signed 64-bit event numbers) and commit positions below 2**64
+  (:data:`MAX_POSITION`, EventStoreDB's unsigned 64-bit commit positions).
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ from eventsourcing_cqrs.errors import (
 __all__ = [
     "CAUSATION_ID_KEY",
     "CORRELATION_ID_KEY",
+    "MAX_POSITION",
+    "MAX_REVISION",
     "MAX_STREAM_NAME_LENGTH",
     "AppendResult",
     "CaughtUp",
@@ -85,11 +91,36 @@ CORRELATION_ID_KEY = "$correlationId"
 CAUSATION_ID_KEY = "$causationId"
 
 MAX_STREAM_NAME_LENGTH = 1000
+#: Revisions (``from_revision``, an expected version) are below 2**63: EventStoreDB's event
+#: numbers are signed 64-bit (its largest, 2**63 - 1, marks a tombstone), as is SQLite's INTEGER.
+MAX_REVISION = 2**63 - 1
+#: Commit positions (``from_position``) are below 2**64: EventStoreDB's commit positions are
+#: unsigned 64-bit. The SQLite store's positions are rowids (signed 64-bit, so below 2**63);
+#: it reads a start position beyond its last as "after every event".
+MAX_POSITION = 2**64 - 1
+#: What a stream name or event type must not contain: control characters, and lone surrogates
+#: (``"\ud800"``), which are not text: no store can encode them (UTF-8 refuses them).
+_FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def _refuse_forbidden_characters(field_name: str, value: str, what: str) -> None:
+    """Raise :class:`InvalidInputError` if ``value`` holds a control character or a lone surrogate."""
+    if _FORBIDDEN_CHARACTERS.search(value) is None:
+        return
+    if _CONTROL_CHARACTERS.search(value):
+        raise InvalidInputError(field_name, value, f"{what} must not contain control characters")
+    raise InvalidInputError(
+        field_name,
+        value,
+        f"{what} must be valid Unicode text: it holds a lone surrogate (such as '\\ud800'), "
+        "which cannot be encoded",
+    )
+
+
 class StreamName(str):
-    """A validated stream name: non-empty, at most 1000 characters, no control characters.
+    """A validated stream name: non-empty, at most 1000 characters, no control characters, no
+    lone surrogates.
 
     It is a ``str``, so it can be used anywhere a string is expected::
 
@@ -112,8 +143,7 @@ class StreamName(str):
                 value,
                 f"a stream name is at most {MAX_STREAM_NAME_LENGTH} characters, this one has {len(value)}",
             )
-        if _CONTROL_CHARACTERS.search(value):
-            raise InvalidInputError("stream name", value, "a stream name must not contain control characters")
+        _refuse_forbidden_characters("stream name", value, "a stream name")
         return super().__new__(cls, value)
 
     @classmethod
@@ -150,20 +180,32 @@ ExpectedVersion = StreamState | int
 
 
 def validate_revision(revision: object, field_name: str = "revision") -> int:
-    """Return ``revision`` if it is a non-negative ``int``, else raise :class:`InvalidInputError`."""
+    """Return ``revision`` if it is an ``int`` from 0 to :data:`MAX_REVISION`, else raise.
+
+    Raises :class:`InvalidInputError`.
+    """
     if isinstance(revision, bool) or not isinstance(revision, int):
         raise InvalidInputError(field_name, revision, "a revision must be an integer")
     if revision < 0:
         raise InvalidInputError(field_name, revision, "a revision must not be negative")
+    if revision > MAX_REVISION:
+        raise InvalidInputError(field_name, revision, "a revision is below 2**63 (a signed 64-bit number)")
     return revision
 
 
 def validate_position(position: object, field_name: str = "position") -> int:
-    """Return ``position`` if it is a non-negative ``int``, else raise :class:`InvalidInputError`."""
+    """Return ``position`` if it is an ``int`` from 0 to :data:`MAX_POSITION`, else raise.
+
+    Raises :class:`InvalidInputError`.
+    """
     if isinstance(position, bool) or not isinstance(position, int):
         raise InvalidInputError(field_name, position, "a commit position must be an integer")
     if position < 0:
         raise InvalidInputError(field_name, position, "a commit position must not be negative")
+    if position > MAX_POSITION:
+        raise InvalidInputError(
+            field_name, position, "a commit position is below 2**64 (an unsigned 64-bit number)"
+        )
     return position
 
 
@@ -192,10 +234,7 @@ class NewEvent:
     def __post_init__(self) -> None:
         if not isinstance(self.type, str) or not self.type:
             raise InvalidInputError("event type", self.type, "an event type must be non-empty")
-        if _CONTROL_CHARACTERS.search(self.type):
-            raise InvalidInputError(
-                "event type", self.type, "an event type must not contain control characters"
-            )
+        _refuse_forbidden_characters("event type", self.type, "an event type")
         if not isinstance(self.id, uuid.UUID):
             raise InvalidInputError("event id", self.id, "an event id must be a uuid.UUID")
         if not isinstance(self.data, bytes):
@@ -212,6 +251,7 @@ class NewEvent:
             raise InvalidInputError(
                 "content type", self.content_type, "a content type must be a non-empty string"
             )
+        _refuse_forbidden_characters("content type", self.content_type, "a content type")
 
 
 def validate_events(events: object) -> list[NewEvent]:
@@ -258,11 +298,18 @@ class RecordedEvent:
 
 @dataclass(frozen=True, slots=True)
 class AppendResult:
-    """The outcome of an append: the stream's new last revision and its commit position."""
+    """The outcome of an append: the stream's new last revision and its commit position.
+
+    ``already_written`` is true when the append wrote nothing because the same events were
+    already in the stream (an idempotent re-append: the result is the original one). The
+    embedded stores report it; EventStoreDB answers such an append like a first one, so its
+    adapter leaves it false. It takes no part in equality.
+    """
 
     stream: str
     revision: int
     position: int
+    already_written: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,10 @@
 """The embedded default: an event store in one SQLite file, with EventStoreDB's semantics.
 
 * **WAL mode**, so readers never block the writer; several threads and several processes may
-  use one file at once. Each thread gets its own connection; appends take SQLite's write lock
-  (``BEGIN IMMEDIATE``) so they are serialised, and commit positions (the table's rowid) are
-  therefore strictly increasing in commit order: a reader never sees position N+1 before N.
+  use one file at once. Each thread gets its own connection, closed when the thread ends;
+  appends take SQLite's write lock (``BEGIN IMMEDIATE``) so they are serialised, and commit
+  positions (the table's rowid) are therefore strictly increasing in commit order: a reader
+  never sees position N+1 before N.
 * **Durable by default** (``synchronous=FULL``: a committed append survives a power cut).
   ``durable=False`` (``sqlite:///events.db?durable=false``) uses ``synchronous=NORMAL``: an
   append survives the process crashing but the last ones may be lost if the machine loses
@@ -22,7 +23,6 @@ import dataclasses
 import json
 import os
 import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +33,7 @@ from typing import Any, Self
 
 import structlog
 
+from eventsourcing_cqrs._sqlite_connections import ThreadConnections
 from eventsourcing_cqrs.errors import (
     EventStoreCorruptedError,
     EventStoreError,
@@ -97,6 +98,9 @@ CREATE TABLE IF NOT EXISTS streams (
 ) WITHOUT ROWID;
 """
 
+#: The tables of the schema: a non-empty file without them is another application's.
+_OWN_TABLES = frozenset({"events", "streams"})
+
 _COLUMNS = "position, stream, revision, id, type, data, metadata, content_type, recorded_at"
 
 _INSERT = (
@@ -158,6 +162,10 @@ _ERROR_KINDS: dict[int, str] = {
     sqlite3.SQLITE_NOTADB: "corrupted",
     sqlite3.SQLITE_FORMAT: "corrupted",
 }
+
+#: The largest rowid, so the largest commit position, of this store (SQLite INTEGER is signed
+#: 64-bit); the port allows start positions up to 2**64 - 1, read here as "after every event".
+_LAST_ROWID = 2**63 - 1
 
 #: How many event types a reader's filter remembers its verdict for (see :func:`_matcher`).
 _MAX_REMEMBERED_TYPES = 10_000
@@ -326,9 +334,7 @@ class SQLiteEventStore:
         self.durable = durable
         self._busy_timeout = validate_seconds(busy_timeout, "busy_timeout", zero_allowed=True)
         self._poll_interval = validate_seconds(poll_interval, "poll_interval")
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
+        self._connections = ThreadConnections(self._open_connection)
         self._notifier = Notifier()
         self._closed = False
         self._initialise()
@@ -377,28 +383,29 @@ class SQLiteEventStore:
         return EventStoreError(f"SQLite failed during {operation} on {str(self.path)!r}: {message}.")
 
     def _connect(self) -> sqlite3.Connection:
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        """This thread's connection (closed when the thread ends: see ``_sqlite_connections``)."""
+        connection = self._connections.get()
         if connection is not None:
             return connection
         if self._closed:
             raise EventStoreUnavailableError(f"Event store {str(self.path)!r} is closed.")
         with self._translate("opening the database"):
-            connection = sqlite3.connect(
-                self.path,
-                timeout=self._busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            try:
-                connection.execute("PRAGMA journal_mode=WAL")
-                connection.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
-                connection.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
-            except BaseException:
-                connection.close()
-                raise
-        with self._connections_lock:
-            self._connections.append(connection)
-        self._local.connection = connection
+            return self._connections.open()
+
+    def _open_connection(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            self.path,
+            timeout=self._busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
+            connection.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+        except BaseException:
+            connection.close()
+            raise
         return connection
 
     @contextlib.contextmanager
@@ -414,17 +421,42 @@ class SQLiteEventStore:
                     connection.execute("ROLLBACK")
                 raise
 
+    def _inspect(self) -> tuple[int, int, list[str]]:
+        """The file's application id, schema version and tables, read without writing anything.
+
+        A connection of its own, without the WAL and ``synchronous`` settings (which would
+        change a file that turns out not to be ours), closed at once.
+        """
+        with self._translate("opening the database"):
+            probe = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+            try:
+                (application_id,) = probe.execute("PRAGMA application_id").fetchone()
+                (version,) = probe.execute("PRAGMA user_version").fetchone()
+                tables = [
+                    name
+                    for (name,) in probe.execute(
+                        "SELECT name FROM sqlite_master WHERE type = 'table' "
+                        "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name"
+                    )
+                ]
+            finally:
+                probe.close()
+        return int(application_id), int(version), tables
+
     def _initialise(self) -> None:
+        """Check the file is an event store (or empty, or new) and create the schema if needed.
+
+        A file that holds other tables (a read model store's, say) and not the event store's
+        is refused with :class:`~eventsourcing_cqrs.errors.EventStoreCorruptedError` naming
+        it, before anything is written to it.
+        """
         parent = self.path.parent
         if not parent.is_dir():
             raise EventStoreUnavailableError(
                 f"Cannot create event store file {str(self.path)!r}: "
                 f"directory {str(parent)!r} does not exist."
             )
-        with self._translate("opening the database"):
-            connection = self._connect()
-            (application_id,) = connection.execute("PRAGMA application_id").fetchone()
-            (version,) = connection.execute("PRAGMA user_version").fetchone()
+        application_id, version, tables = self._inspect()
         if application_id == APPLICATION_ID and version == SCHEMA_VERSION:
             return
         if application_id not in (0, APPLICATION_ID):
@@ -436,6 +468,17 @@ class SQLiteEventStore:
             raise EventStoreCorruptedError(
                 f"Event store {str(self.path)!r} has schema version {version}, newer than this "
                 f"library's {SCHEMA_VERSION}; upgrade eventsourcing-cqrs."
+            )
+        if tables and not set(tables) >= _OWN_TABLES:
+            shown = ", ".join(tables[:10]) + (f" and {len(tables) - 10} more" if len(tables) > 10 else "")
+            hint = (
+                " (those of a read model store: give the event store's own file)"
+                if all(table.startswith("rm_") for table in tables)
+                else ""
+            )
+            raise EventStoreCorruptedError(
+                f"{str(self.path)!r} is not an event store file: it holds tables {shown}{hint}; "
+                "nothing was written."
             )
         with self._write("creating the schema") as connection:
             for statement in _SCHEMA.split(";"):
@@ -496,7 +539,7 @@ class SQLiteEventStore:
         :func:`decide` would only say "write". Anything else (a stream in another state, a
         retried append, ``ANY``/``STREAM_EXISTS``) reads the stream's state and asks it.
         """
-        if new and type(expected) is int:
+        if new and type(expected) is int and expected + len(new) < DELETED_REVISION:
             revision = expected + len(new)
             if connection.execute(_CLAIM_AT, (revision, name, expected, DELETED_REVISION)).rowcount:
                 return revision, self._insert(connection, self._rows(name, expected, new))
@@ -516,7 +559,7 @@ class SQLiteEventStore:
                 existing[uuid.UUID(bytes=event_id)] = (found_revision, found_position)
         decision = decide(name, expected, ids, info, existing)
         if isinstance(decision, AlreadyWritten):
-            return AppendResult(name, decision.revision, decision.position)
+            return AppendResult(name, decision.revision, decision.position, already_written=True)
         last = info.last_revision
         if decision.undelete:
             self._write_metadata(connection, name, {"$tb": last + 1})
@@ -714,10 +757,10 @@ class SQLiteEventStore:
         matches = _matcher(predicate)
         if backwards:
             query = f"SELECT {_COLUMNS} FROM events WHERE position < ? ORDER BY position DESC LIMIT ?"
-            cursor = 2**63 - 1 if from_position is None else from_position
+            cursor = _LAST_ROWID if from_position is None else min(from_position, _LAST_ROWID)
         else:
             query = f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
-            cursor = (from_position or 0) - 1
+            cursor = min((from_position or 0) - 1, _LAST_ROWID)
         while True:
             with self._translate("read $all"):
                 rows = self._connect().execute(query, (cursor, PAGE_SIZE)).fetchall()
@@ -760,7 +803,7 @@ class SQLiteEventStore:
 
         def fetch(after: int, page: int) -> tuple[list[RecordedEvent], int | None, int]:
             with self._translate("subscription read"):
-                rows = self._connect().execute(query, (after, page)).fetchall()
+                rows = self._connect().execute(query, (min(after, _LAST_ROWID), page)).fetchall()
             if not rows:
                 return [], None, 0
             matching = [_to_event(row) for row in rows if matches(row[4], row[1])]
@@ -780,12 +823,7 @@ class SQLiteEventStore:
         """Close every connection this store opened; idempotent."""
         self._closed = True
         self._notifier.notify()
-        with self._connections_lock:
-            connections, self._connections = self._connections, []
-        for connection in connections:
-            with contextlib.suppress(sqlite3.Error):
-                connection.close()
-        self._local = threading.local()
+        self._connections.close()
 
     def __enter__(self) -> Self:
         return self

@@ -687,6 +687,71 @@ class EventStoreContract:
             store.append(stream, new_events(1), expected_version="0")  # type: ignore[arg-type]
         assert store.stream_version(stream) == 0
 
+    @pytest.mark.parametrize("name", ["Account-\ud800", "\udfffAccount-1", "Account-a\udc80b"])
+    def test_stream_names_with_a_lone_surrogate_are_refused_and_nothing_is_written(
+        self, store: EventStore, name: str
+    ) -> None:
+        head = store.head_position(EventFilter(include_system_events=True))
+        for call in (
+            lambda: store.append(name, new_events(1), expected_version=StreamState.ANY),
+            lambda: store.read_stream(name),
+            lambda: store.stream_version(name),
+            lambda: store.delete_stream(name, expected_version=StreamState.ANY),
+            lambda: store.tombstone_stream(name, expected_version=StreamState.ANY),
+        ):
+            with pytest.raises(InvalidInputError, match="surrogate") as caught:
+                call()
+            assert (caught.value.field, caught.value.value) == ("stream name", name)
+        assert store.head_position(EventFilter(include_system_events=True)) == head
+
+    def test_event_types_and_content_types_with_a_lone_surrogate_are_refused(self, store: EventStore) -> None:
+        with pytest.raises(InvalidInputError, match="surrogate") as caught:
+            NewEvent("Opened\ud800", b"{}")
+        assert caught.value.field == "event type"
+        with pytest.raises(InvalidInputError, match="surrogate") as caught:
+            NewEvent("Opened", b"{}", content_type="application/\udcffjson")
+        assert caught.value.field == "content type"
+        # Valid text outside the BMP (a surrogate *pair* in UTF-16, one code point here) is fine.
+        stream = unique_stream("Emoji\U0001f600")
+        store.append(stream, [NewEvent("Opened\U0001f600", b"{}")], expected_version=StreamState.NO_STREAM)
+        assert [(e.stream, e.type) for e in store.read_stream(stream)] == [(stream, "Opened\U0001f600")]
+
+    def test_revisions_of_2_to_the_63_and_positions_of_2_to_the_64_are_refused(
+        self, store: EventStore
+    ) -> None:
+        stream = unique_stream()
+        store.append(stream, new_events(2), expected_version=StreamState.NO_STREAM)
+        too_big: list[tuple[str, Callable[[], object]]] = [
+            ("expected version", lambda: store.append(stream, new_events(1), expected_version=2**63)),
+            ("expected version", lambda: store.delete_stream(stream, expected_version=2**64)),
+            ("from_revision", lambda: store.read_stream(stream, from_revision=2**63)),
+            ("from_revision", lambda: store.read_stream(stream, from_revision=10**30, backwards=True)),
+            ("from_position", lambda: store.read_all(from_position=2**64)),
+            ("from_position", lambda: store.subscribe(from_position=2**64)),
+        ]
+        for field, call in too_big:
+            with pytest.raises(InvalidInputError, match=r"2\*\*6[34]") as caught:
+                call()
+            assert caught.value.field == field, (field, caught.value)
+        assert [e.revision for e in store.read_stream(stream)] == [0, 1]
+
+    def test_the_largest_revisions_and_positions_are_accepted(self, store: EventStore) -> None:
+        stream = unique_stream()
+        written = store.append(stream, new_events(2), expected_version=StreamState.NO_STREAM)
+        with pytest.raises(WrongExpectedVersionError):
+            store.append(stream, new_events(1), expected_version=2**63 - 1)
+        with pytest.raises(WrongExpectedVersionError):
+            store.append(stream, new_events(3), expected_version=2**63 - 2)
+        assert list(store.read_stream(stream, from_revision=2**63 - 1)) == []
+        backwards = store.read_stream(stream, from_revision=2**63 - 1, backwards=True)
+        assert [e.revision for e in backwards] == [1, 0]
+        for position in (2**63 - 1, 2**63, 2**64 - 1):
+            assert list(store.read_all(from_position=position, limit=1)) == []
+        last = list(store.read_all(from_position=2**63, backwards=True, limit=1))
+        assert last
+        assert last[0].position >= written.position
+        assert [e.revision for e in store.read_stream(stream)] == [0, 1]
+
     def test_events_must_have_uuid_ids_and_bytes_data(self) -> None:
         with pytest.raises(InvalidInputError, match="event id"):
             NewEvent("T", b"{}", id="not-a-uuid")  # type: ignore[arg-type]

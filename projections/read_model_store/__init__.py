@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from eventsourcing_cqrs._uri import parse_sqlite_uri
+from eventsourcing_cqrs._uri import ambiguous_userinfo, parse_sqlite_uri, redact_uri
 from eventsourcing_cqrs.errors import InvalidInputError
 from projections.read_model_store.memory import InMemoryReadModelStore
 from projections.read_model_store.port import (
@@ -57,9 +57,15 @@ __all__ = [
 
 
 def connect(uri: str) -> ReadModelStore:
-    """Open the read model store named by ``uri`` (see the module docstring for the schemes)."""
+    """Open the read model store named by ``uri`` (see the module docstring for the schemes).
+
+    Errors show the URI as :func:`~eventsourcing_cqrs._uri.redact_uri` does: never a password.
+    """
     if not isinstance(uri, str) or not uri:
-        raise InvalidInputError("read model store URI", uri, "give memory:, sqlite:///path or postgresql://")
+        shown = redact_uri(uri) if uri else uri
+        raise InvalidInputError(
+            "read model store URI", shown, "give memory:, sqlite:///path or postgresql://"
+        )
     scheme = uri.split(":", 1)[0].lower()
     if scheme == "memory":
         return InMemoryReadModelStore()
@@ -70,11 +76,18 @@ def connect(uri: str) -> ReadModelStore:
     if scheme in ("postgresql", "postgres"):
         from projections.read_model_store.postgres import PostgresReadModelStore  # noqa: PLC0415 - psycopg is an extra
 
+        if ambiguous_userinfo(uri):
+            # libpq would read part of the password as a host or a path, and name it in errors.
+            raise InvalidInputError(
+                "read model store URI",
+                redact_uri(uri),
+                "it cannot be read unambiguously: percent-encode '/', '?', '#' and '@' in the password",
+            )
         parts = urlsplit(uri)
         options = dict(parse_qsl(parts.query))
         schema = options.pop("schema", "read_models")
         conninfo = urlunsplit(parts._replace(query=urlencode(options)))
         return PostgresReadModelStore(conninfo, schema=schema)
     raise InvalidInputError(
-        "read model store URI", uri, "the scheme must be memory:, sqlite:/// or postgresql://"
+        "read model store URI", redact_uri(uri), "the scheme must be memory:, sqlite:/// or postgresql://"
     )

@@ -1,11 +1,16 @@
 """Documents as JSON, and the portable meaning of ``where`` and ``order_by`` in Python.
 
+Every document is checked against the port's one rule for text (see the port's module
+docstring) when a unit of work is given it (``put``/``update``), before it is buffered, so a
+document no store can hold fails the handler that wrote it, never the batch's commit.
+
 The memory adapter evaluates queries with :func:`matches` and :func:`sort_documents`; the SQL
 adapters translate the same rules to SQL, and the contract suite checks that they agree.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import uuid
@@ -19,6 +24,7 @@ from projections.read_model_store._names import validate_field_name
 from projections.read_model_store.port import Document, WhereValue
 
 __all__ = [
+    "check_text",
     "copy_document",
     "decode_document",
     "encode_document",
@@ -40,6 +46,64 @@ def _default(value: object) -> object:
     if isinstance(value, datetime | date | time):
         return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+# -- the one rule for text ----------------------------------------------------------------
+#
+# PostgreSQL's JSONB refuses ``\u0000`` and lone surrogates, and neither can be written as
+# UTF-8 (SQLite's text): every store refuses them alike, field names and keys included.
+
+
+def _text_problem(text: str) -> str | None:
+    """Why no store can hold ``text``, or ``None``."""
+    if "\x00" in text:
+        return "holds a NUL character (\\x00), which no read model store can store"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "holds a lone surrogate, which is not valid Unicode text and no read model store can store"
+    return None
+
+
+def _value_problem(value: object, path: str) -> tuple[str, str] | None:
+    """The path and problem of the first text inside ``value`` (in normal form) that breaks the rule."""
+    if isinstance(value, str):
+        problem = _text_problem(value)
+        return None if problem is None else (path, problem)
+    if isinstance(value, dict):
+        for name, item in value.items():
+            inner = f"{path}.{name}"
+            problem = _text_problem(str(name))
+            if problem is not None:
+                return inner, "has a name that " + problem
+            found = _value_problem(item, inner)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _value_problem(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def check_text(table: str, key: str, fields: Mapping[str, Any], what: str = "document") -> None:
+    """Raise :class:`InvalidInputError` naming ``table``, ``key`` and the field's path if a string
+    or a field name in ``fields`` (a document in normal form, or its changed fields) holds a NUL
+    character or a lone surrogate."""
+    for name, value in fields.items():
+        problem = _text_problem(name)
+        if problem is not None:
+            _refuse(f"{what} for key {key!r} in table {table!r}", fields, name, "has a name that " + problem)
+        if isinstance(value, str | dict | list):
+            found = _value_problem(value, name)
+            if found is not None:
+                _refuse(f"{what} for key {key!r} in table {table!r}", fields, *found)
+
+
+def _refuse(subject: str, fields: object, path: str, problem: str) -> None:
+    raise InvalidInputError(subject, fields, f"field {path!r} {problem}")
 
 
 def encode_document(table: str, key: str, document: Mapping[str, Any]) -> str:
@@ -114,12 +178,14 @@ def _normal_fields(fields: Mapping[str, Any], into: dict[str, Any] | None = None
 
 def normalize_document(table: str, key: str, document: Mapping[str, Any]) -> Document:
     """``decode_document(encode_document(table, key, document))``, cheaply; a new dict."""
+    normal: Document | None = None
     if type(document) is dict or isinstance(document, Mapping):
-        try:
-            return _normal_fields(document)
-        except _NeedsRoundTrip:
-            pass
-    return decode_document(encode_document(table, key, document))
+        with contextlib.suppress(_NeedsRoundTrip):
+            normal = _normal_fields(document)
+    if normal is None:
+        normal = decode_document(encode_document(table, key, document))
+    check_text(table, key, normal)
+    return normal
 
 
 def merge_changes(table: str, key: str, current: Document, changes: Mapping[str, Any]) -> Document:
@@ -129,9 +195,13 @@ def merge_changes(table: str, key: str, current: Document, changes: Mapping[str,
             f"changes for key {key!r} in table {table!r}", changes, "changes must be a mapping of fields"
         )
     try:
-        return _normal_fields(changes, current.copy())
+        changed = _normal_fields(changes)
     except _NeedsRoundTrip:
-        return decode_document(encode_document(table, key, {**current, **changes}))
+        changed = decode_document(encode_document(table, key, {**current, **changes}))
+    check_text(table, key, changed, "changes")
+    merged = current.copy()
+    merged.update(changed)
+    return merged
 
 
 def copy_document(document: Document) -> Document:
@@ -151,6 +221,9 @@ def validate_key(key: object) -> str:
     """Return ``key`` if it is a non-empty string."""
     if not isinstance(key, str) or not key:
         raise InvalidInputError("document key", key, "a key must be a non-empty string")
+    problem = _text_problem(key)
+    if problem is not None:
+        raise InvalidInputError("document key", key, f"the key {problem}")
     return key
 
 
@@ -185,6 +258,9 @@ def validate_where(where: Mapping[str, WhereValue] | None) -> list[tuple[str, Wh
             raise InvalidInputError(
                 f"where value for {field_name!r}", value, "compare with a string, number, boolean or None"
             )
+        problem = _text_problem(value) if isinstance(value, str) else None
+        if problem is not None:
+            raise InvalidInputError(f"where value for {field_name!r}", value, f"the value {problem}")
         pairs.append((field_name, value))
     return pairs
 

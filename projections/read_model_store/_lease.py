@@ -12,14 +12,16 @@ give the lock back if the bump fails). An adapter provides :meth:`~LeaseBase._lo
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import structlog
 
+from projections.errors import ProjectionRunningError
 from projections.read_model_store._names import validate_projection_name
-from projections.read_model_store.port import LeaseRole
+from projections.read_model_store.port import Lease, LeaseRole
 
-__all__ = ["BumpEpoch", "LeaseBase"]
+__all__ = ["BumpEpoch", "LeaseBase", "holding_every_lease"]
 
 logger = structlog.get_logger(__name__)
 
@@ -77,3 +79,23 @@ class LeaseBase(ABC):
     @abstractmethod
     def _unlock(self) -> None:
         """Give the lock up (called only while it is held, or just taken)."""
+
+
+@contextmanager
+def holding_every_lease(lease: Callable[[str, LeaseRole], Lease], projection: str) -> Iterator[None]:
+    """Hold both of ``projection``'s leases (from the store's ``lease`` factory) for the block.
+
+    Raises :class:`~projections.errors.ProjectionRunningError` without waiting if a runner holds
+    either of them.
+    """
+    held: list[Lease] = []
+    try:
+        for role in LeaseRole:
+            acquired = lease(projection, role)
+            if not acquired.try_acquire():
+                raise ProjectionRunningError(projection, role.value)
+            held.append(acquired)
+        yield
+    finally:
+        for acquired in held:
+            acquired.release()

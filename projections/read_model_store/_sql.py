@@ -55,6 +55,7 @@ from projections.errors import (
 )
 from projections.read_model_store._buffered import BufferedTransaction, ReadOnlyView, Where
 from projections.read_model_store._documents import decode_document
+from projections.read_model_store._lease import holding_every_lease
 from projections.read_model_store._names import (
     index_name,
     physical_table_name,
@@ -530,6 +531,17 @@ class Catalog:
                 (projection, number),
             )
 
+    def forget(self, session: Session, projection: str) -> None:
+        """Drop every generation of ``projection``, its parked events and its row."""
+        rows = session.fetch(
+            self.dialect.sql(f"SELECT generation FROM {self.generations} WHERE projection = ?"),
+            (validate_projection_name(projection),),
+        )
+        for (number,) in rows:
+            self.drop(session, projection, int(number))
+        session.run(self.dialect.sql(f"DELETE FROM {self.parked} WHERE projection = ?"), (projection,))
+        session.run(self.dialect.sql(f"DELETE FROM {self.projections} WHERE name = ?"), (projection,))
+
     # -- parked events --------------------------------------------------------------------
 
     def parked_events(self, session: Session, projection: str) -> list[ParkedEvent]:
@@ -807,6 +819,17 @@ class SQLReadModelStore(ABC):
     def drop_generation(self, projection: str, generation: int, *, lease: Lease) -> None:
         with self._writing(f"dropping generation {generation} of {projection!r}") as session:
             self._catalog.abandon(session, projection, generation, lease)
+
+    def drop_projection(self, projection: str) -> bool:
+        existed = validate_projection_name(projection) in self.projection_names()
+        with (
+            holding_every_lease(self.lease, projection),
+            self._writing(f"dropping {projection!r}") as session,
+        ):
+            self._exclude_readers(session, projection)
+            self._catalog.forget(session, projection)
+        logger.info("projection.dropped", projection=projection, existed=existed)
+        return existed
 
     # -- transactions and reads -----------------------------------------------------------
 

@@ -28,7 +28,7 @@ from projections.errors import (
 )
 from projections.read_model_store._buffered import BufferedTransaction, ReadOnlyView, Where
 from projections.read_model_store._documents import decode_document, matches, sort_documents
-from projections.read_model_store._lease import LeaseBase
+from projections.read_model_store._lease import LeaseBase, holding_every_lease
 from projections.read_model_store._names import physical_table_name, validate_projection_name
 from projections.read_model_store.port import (
     Document,
@@ -442,6 +442,15 @@ class InMemoryReadModelStore:
             for position in wanted:
                 parked[position] = replace(parked[position], retry_requested=True)
             return len(wanted)
+
+    def drop_projection(self, projection: str) -> bool:
+        validate_projection_name(projection)
+        with self._lock:
+            existed = projection in self._projections
+        with holding_every_lease(self.lease, projection), self._write_lock, self._lock:
+            self._projections.pop(projection, None)
+        logger.info("projection.dropped", projection=projection, existed=existed)
+        return existed
 
     def close(self) -> None:
         self._closed = True

@@ -16,6 +16,13 @@ strings and read back as strings. ``where`` compares with JSON types (``1`` matc
 portable for a field whose values are all numbers or all strings (strings in code-point
 order); missing values sort first ascending and last descending; ties go by key.
 
+Every store holds the same documents: no string in a document (at any depth), no field name
+and no key may contain a NUL character (``\\x00``) or a lone surrogate (``\\ud800``...), which
+PostgreSQL's JSONB refuses and UTF-8 cannot encode. ``put`` and ``update`` refuse such a
+document at once, inside the handler, with :class:`~eventsourcing_cqrs.errors.InvalidInputError`
+naming the table, the key and the path of the field (``address.lines[1]``), so the event that
+wrote it fails (and is retried, then stops the runner or is parked) and no batch commit does.
+
 Each projection's data lives in *generations*. The *live* generation serves queries
 (:meth:`ReadModelStore.read`); a rebuild fills a *building* generation beside it, then
 :meth:`ReadModelStore.switch_generation` makes it live and drops the old one in one
@@ -419,6 +426,16 @@ class ReadModelStore(Protocol):
 
     def lease_held(self, projection: str, role: LeaseRole) -> bool:
         """Whether anyone (in any process) holds the lease."""
+        ...
+
+    def drop_projection(self, projection: str) -> bool:
+        """Forget ``projection``: drop all its generations, parked events and record.
+
+        Its next run builds it from scratch (as version 1 would), which is the way back after a
+        version bump. Whether the store had anything of it. Raises
+        :class:`~projections.errors.ProjectionRunningError` while a runner, in any process,
+        holds its run or rebuild lease.
+        """
         ...
 
     def close(self) -> None:

@@ -24,18 +24,25 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
 import psycopg
+import psycopg.conninfo
+import psycopg.pq
 import psycopg_pool
 import structlog
 
+from eventsourcing_cqrs._uri import redact_text, redact_uri
+from eventsourcing_cqrs.errors import InvalidInputError
 from projections.errors import (
     ReadModelStoreError,
     ReadModelStoreLockedError,
+    ReadModelStoreRefusedError,
     ReadModelStoreUnavailableError,
 )
 from projections.read_model_store._buffered import Where
@@ -62,6 +69,102 @@ def _translated(where: str) -> Iterator[None]:
         raise ReadModelStoreUnavailableError(f"PostgreSQL is unavailable for {where}: {exc}.") from exc
     except psycopg.Error as exc:
         raise ReadModelStoreError(f"PostgreSQL failed in {where}: {exc}.") from exc
+
+
+# -- the first connection -------------------------------------------------------------------
+
+#: SQLSTATEs of a login the server refuses for good: no such database, role or password, no right.
+_REFUSED_SQLSTATES = frozenset({"3D000", "28000", "28P01", "42501"})
+
+
+def _decoded(value: bytes | None) -> str:
+    return "" if value is None else value.decode(errors="replace")
+
+
+def _target(conninfo: str, exc: psycopg.Error) -> str:
+    """``user@host:port/dbname`` as libpq resolved them (never the password)."""
+    pgconn = exc.pgconn
+    if pgconn is not None:
+        user, host, port, db = (_decoded(v) for v in (pgconn.user, pgconn.host, pgconn.port, pgconn.db))
+    else:
+        try:
+            given = psycopg.conninfo.conninfo_to_dict(conninfo)
+        except psycopg.ProgrammingError:
+            given = {}
+        user, host, port, db = (str(given.get(k, "")) for k in ("user", "host", "port", "dbname"))
+    return f"{user}@{host}:{port}/{db}" if user else f"{host}:{port}/{db}"
+
+
+def _reason(conninfo: str, exc: psycopg.Error) -> str:
+    """libpq's reason for ``exc`` on one line, without its ``connection to server ... failed:`` preamble."""
+    pgconn = exc.pgconn
+    text = _decoded(pgconn.error_message) if pgconn is not None and pgconn.error_message else str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line[:1].isspace()]
+    reason = lines[-1] if lines else type(exc).__name__
+    reason = reason.rsplit(" failed: ", 1)[-1].removeprefix("connection failed: ")
+    reason = reason.removeprefix("FATAL:").strip().rstrip(".")
+    try:
+        password = psycopg.conninfo.conninfo_to_dict(conninfo).get("password")
+    except psycopg.ProgrammingError:
+        password = None
+    if password:
+        reason = reason.replace(str(password), "***")
+    return reason
+
+
+def _refused_for_good(conninfo: str, exc: psycopg.OperationalError) -> bool:
+    """Whether the server is up but refused this login (waiting will not help).
+
+    By SQLSTATE when psycopg has one; otherwise (libpq keeps a failed login's SQLSTATE to
+    itself) by libpq's ping, which classifies the server's answer by its SQLSTATE: ``OK`` means the
+    server accepts connections, so it was ours it refused; ``NO_ATTEMPT`` means bad parameters.
+    A server that is starting up (``REJECT``) or unreachable (``NO_RESPONSE``) may come.
+    """
+    if exc.sqlstate is not None:
+        return exc.sqlstate in _REFUSED_SQLSTATES
+    try:
+        ping = psycopg.pq.PGconn.ping(psycopg.conninfo.make_conninfo(conninfo, connect_timeout=2).encode())
+    except psycopg.Error:
+        return False
+    return ping in (psycopg.pq.Ping.OK, psycopg.pq.Ping.NO_ATTEMPT)
+
+
+def _first_connection(conninfo: str, timeout: float) -> None:
+    """Connect once, directly, before the pool does, so that a failure says why.
+
+    A login the server refuses for good (no such database or role, a wrong password) raises
+    :class:`~projections.errors.ReadModelStoreRefusedError` at once with the server's reason; a
+    server that cannot be reached is tried again until ``timeout``, then
+    :class:`~projections.errors.ReadModelStoreUnavailableError` names the cause.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            connection = psycopg.connect(conninfo, autocommit=True, connect_timeout=max(2, math.ceil(left)))
+        except psycopg.OperationalError as exc:
+            where = _target(conninfo, exc)
+            if _refused_for_good(conninfo, exc):
+                raise ReadModelStoreRefusedError(
+                    f"PostgreSQL refused the read model store's connection to {where}: "
+                    f"{_reason(conninfo, exc)}."
+                ) from exc
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ReadModelStoreUnavailableError(
+                    f"Could not connect to PostgreSQL at {where} within {timeout:g} s: "
+                    f"{_reason(conninfo, exc)}."
+                ) from exc
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 1.0)
+            continue
+        except psycopg.Error as exc:
+            raise ReadModelStoreUnavailableError(
+                f"Could not connect to PostgreSQL at {_target(conninfo, exc)}: {_reason(conninfo, exc)}."
+            ) from exc
+        connection.close()
+        return
 
 
 def _lock_key(*parts: str) -> int:
@@ -182,6 +285,20 @@ class _AdvisoryLease(LeaseBase):
 # -- the store ------------------------------------------------------------------------------
 
 
+def _checked_conninfo(conninfo: str) -> str:
+    """``conninfo`` if libpq can read it; else an error that quotes none of its secrets.
+
+    libpq's message may quote a password (``invalid percent-encoded token: "..."``), and the pool
+    would log it on every attempt: read the string once here, before anything connects.
+    """
+    try:
+        psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as exc:
+        reason = redact_text(str(exc).strip(), conninfo)
+        raise InvalidInputError("PostgreSQL connection string", redact_uri(conninfo), reason) from None
+    return conninfo
+
+
 class PostgresReadModelStore(SQLReadModelStore):
     """The read model store port over one PostgreSQL schema.
 
@@ -199,6 +316,7 @@ class PostgresReadModelStore(SQLReadModelStore):
         max_connections: int = 4,
         connect_timeout: float = 10.0,
     ) -> None:
+        conninfo = _checked_conninfo(conninfo)
         self._schema = validate_schema_name(schema)
         super().__init__(_dialect(self._schema))
         self._conninfo = conninfo
@@ -210,8 +328,14 @@ class PostgresReadModelStore(SQLReadModelStore):
             open=False,
             name=f"read-models-{self._schema}",
         )
-        with _translated("opening the read model store"):
-            self._pool.open(wait=True, timeout=connect_timeout)
+        started = time.monotonic()
+        try:
+            _first_connection(conninfo, connect_timeout)
+            with _translated("opening the read model store"):
+                self._pool.open(wait=True, timeout=max(connect_timeout - (time.monotonic() - started), 1.0))
+        except BaseException:
+            self._pool.close()
+            raise
         try:
             with self._writing("creating the schema") as session:
                 session.fetch("SELECT pg_advisory_xact_lock(%s)", (_lock_key("schema", self._schema),))

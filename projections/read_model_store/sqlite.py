@@ -17,19 +17,19 @@ this module holds SQLite's dialect, its connections, its file-lock leases and it
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import functools
 import os
 import sqlite3
-import threading
-import weakref
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+from eventsourcing_cqrs._sqlite_connections import ThreadConnections
 from projections.errors import (
+    NotAReadModelStoreError,
     ReadModelStoreError,
     ReadModelStoreLockedError,
     ReadModelStoreUnavailableError,
@@ -135,47 +135,39 @@ _DIALECT = Dialect(
 
 
 class _Connections:
-    """One connection per thread (a SQLite connection must not be shared by two threads at once)."""
+    """One connection per thread and kind (a SQLite connection must not be shared by two threads
+    at once), each closed when its thread ends (no leak under thread-per-request) or on ``close()``:
+    the write side's :class:`~eventsourcing_cqrs._sqlite_connections.ThreadConnections`."""
 
     def __init__(self, path: str, *, durable: bool, busy_timeout: float) -> None:
         self._path = path
         self._durable = durable
         self._busy_timeout = busy_timeout
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._by_kind = {kind: ThreadConnections(self._open) for kind in ("read", "write")}
 
-    def get(self, kind: str) -> sqlite3.Connection:
-        connection: sqlite3.Connection | None = getattr(self._local, kind, None)
-        if connection is None:
-            with _translated(self._path):
-                connection = sqlite3.connect(
-                    self._path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
-                )
-                connection.execute("PRAGMA journal_mode=WAL")
-                connection.execute(f"PRAGMA synchronous={'FULL' if self._durable else 'NORMAL'}")
-            setattr(self._local, kind, connection)
-            with self._lock:
-                self._all.append(connection)
-            # A thread that ends takes its connection with it (no leak under thread-per-request).
-            weakref.finalize(threading.current_thread(), self._forget, connection)
+    def _open(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            self._path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute(f"PRAGMA synchronous={'FULL' if self._durable else 'NORMAL'}")
+        except BaseException:
+            connection.close()
+            raise
         return connection
 
-    def _forget(self, connection: sqlite3.Connection) -> None:
-        with self._lock:
-            if connection not in self._all:
-                return
-            self._all.remove(connection)
-        with contextlib.suppress(sqlite3.Error):
-            connection.close()
+    def get(self, kind: str) -> sqlite3.Connection:
+        connections = self._by_kind[kind]
+        connection = connections.get()
+        if connection is None:
+            with _translated(self._path):
+                connection = connections.open()
+        return connection
 
     def close(self) -> None:
-        with self._lock:
-            connections, self._all = self._all, []
-        for connection in connections:
-            with contextlib.suppress(sqlite3.Error):
-                connection.close()
-        self._local = threading.local()
+        for connections in self._by_kind.values():
+            connections.close()
 
 
 # -- leases ---------------------------------------------------------------------------------
@@ -235,6 +227,32 @@ class _FileLease(LeaseBase):
 # -- the store ------------------------------------------------------------------------------
 
 
+def _foreign_contents(path: str) -> str | None:
+    """What the database at ``path`` seems to hold if it is not a read model store's, else ``None``.
+
+    Read through a read-only connection, so a file that is refused is left as it was. An event
+    store keeps ``events`` and ``streams`` (see :mod:`eventsourcing_cqrs.event_store.sqlite`);
+    any other database with tables but no ``rm_projections`` is someone else's too.
+    """
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return None
+    try:
+        connection = sqlite3.connect(f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro", uri=True)
+        try:
+            rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError:
+        return None  # not a database, or unreadable: opening it reports that
+    tables = {str(name) for (name,) in rows}
+    if not tables or "rm_projections" in tables:
+        return None
+    if {"events", "streams"} <= tables:
+        return "an event store file"
+    listed = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+    return f"a database of other tables ({listed})"
+
+
 class SQLiteReadModelStore(SQLReadModelStore):
     """The read model store port over one SQLite file (WAL mode, shareable between processes).
 
@@ -250,6 +268,9 @@ class SQLiteReadModelStore(SQLReadModelStore):
             raise ReadModelStoreUnavailableError(
                 f"SQLiteReadModelStore needs a file path, not {self._path!r}; use InMemoryReadModelStore."
             )
+        holds = _foreign_contents(self._path)
+        if holds is not None:
+            raise NotAReadModelStoreError(self._path, holds)
         self._connections = _Connections(self._path, durable=durable, busy_timeout=busy_timeout)
         with self._writing("creating the schema") as session:
             for statement in self._catalog.schema():

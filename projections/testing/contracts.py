@@ -70,11 +70,13 @@ from projections.read_model_store.port import (
 )
 
 __all__ = [
+    "ParkingUnstorableTally",
     "ProjectionRunnerContract",
     "ReadModelStoreContract",
     "ReadModelStoreFactory",
     "Tally",
     "TallyV2",
+    "UnstorableTally",
     "append_tallied",
     "read_model_snapshot",
 ]
@@ -138,6 +140,27 @@ class TallyV2(Tally):
 
 class ParkingTally(Tally):
     """A tally that parks events that keep failing instead of stopping."""
+
+    failure_policy = FailurePolicy.PARK
+
+
+class UnstorableTally(Tally):
+    """A tally whose handler writes a document no store can hold (a NUL in a string) for the
+    events ``unstorable(event)`` picks."""
+
+    def __init__(self, event_type: str, *, unstorable: Callable[[RecordedEvent], bool]) -> None:
+        super().__init__(event_type)
+        self._unstorable = unstorable
+
+    def tallied(self, event: RecordedEvent, context: EventContext) -> None:
+        if self._unstorable(event):
+            context.table("streams").put(event.stream, {"count": 0, "owner": "Ada\x00Lovelace"})
+            return
+        super().tallied(event, context)
+
+
+class ParkingUnstorableTally(UnstorableTally):
+    """:class:`UnstorableTally` that parks instead of stopping."""
 
     failure_policy = FailurePolicy.PARK
 
@@ -311,6 +334,39 @@ class ReadModelStoreContract:
             uow.table("accounts").put("a1", {"bad": object()})
         assert "a1" in str(raised.value)
         assert "accounts" in str(raised.value)
+
+    def test_text_no_store_can_hold_is_refused_alike_naming_table_key_and_field(
+        self, store: ReadModelStore, writer: Writer
+    ) -> None:
+        # NUL characters and lone surrogates: PostgreSQL's JSONB refuses them, UTF-8 cannot hold them.
+        refused = [
+            ({"owner": "Ada\x00Lovelace"}, "'owner'"),
+            ({"address": {"lines": ["1 Main St", "flat\x00 2"]}}, "'address.lines[1]'"),
+            ({"tags": [{"name": "\ud800"}]}, "'tags[0].name'"),
+            ({"bad\x00name": 1}, "'bad\\x00name'"),
+            ({"nested": {"\udfff": True}}, "'nested.\\udfff'"),
+        ]
+        self._put(writer, {"a1": {"owner": "ada"}})
+        for document, path in refused:
+            for write in ("put", "update"):
+                with writer.transaction() as uow:
+                    table = uow.table("accounts")
+                    with pytest.raises(InvalidInputError) as raised:
+                        getattr(table, write)("a1", document)
+                message = str(raised.value)
+                assert "'accounts'" in message, message
+                assert "'a1'" in message, message
+                assert f"field {path}" in message, message
+                assert "\n" not in message
+        for key in ("a\x00b", "\ud800"):
+            with pytest.raises(InvalidInputError), writer.transaction() as uow:
+                uow.table("accounts").put(key, {"owner": "ada"})
+        # Other text is stored as it is, whatever the store.
+        accepted = {"owner": "Ada Lovelace \u00e9\u4e2d\U0001f600", "tab\tand\u0001": "\u0001\x7f"}
+        self._put(writer, {"a2": accepted})
+        with store.read("accounts_view") as view:
+            assert view.table("accounts").get("a1") == {"owner": "ada"}
+            assert view.table("accounts").get("a2") == accepted
 
     def test_keys_must_be_non_empty_strings(self, writer: Writer) -> None:
         with pytest.raises(InvalidInputError), writer.transaction() as uow:
@@ -658,6 +714,44 @@ class ReadModelStoreContract:
             uow.unpark(17)
         assert store.parked_events("accounts_view") == []
 
+    def test_dropping_a_projection_forgets_it_but_not_while_a_runner_holds_its_lease(
+        self, store: ReadModelStore, writer: Writer
+    ) -> None:
+        from projections.errors import ProjectionRunningError  # noqa: PLC0415 - new with drop_projection
+
+        self._put(writer, {"a1": {"owner": "ada"}})
+        with writer.transaction() as uow:
+            uow.set_checkpoint(7, 1)
+        with pytest.raises(ProjectionRunningError) as raised:
+            store.drop_projection("accounts_view")
+        assert "accounts_view" in str(raised.value)
+        assert store.describe("accounts_view").live is not None  # nothing was dropped
+        rebuild_lease = store.lease("accounts_view", LeaseRole.REBUILD)
+        assert rebuild_lease.try_acquire()
+        store.create_generation("accounts_view", 2, _SPECS, lease=rebuild_lease)
+        writer.lease.release()
+        with pytest.raises(ProjectionRunningError):
+            store.drop_projection("accounts_view")
+        rebuild_lease.release()
+
+        assert store.drop_projection("accounts_view") is True
+        record = store.describe("accounts_view")
+        assert (record.live, record.building, record.state) == (None, None, ProjectionState.NEW)
+        assert store.parked_events("accounts_view") == []
+        with pytest.raises(ProjectionNotFoundError):
+            store.read("accounts_view").__enter__()
+        assert store.drop_projection("never_ran") is False
+        # The next run starts from scratch: a new first generation, empty, no checkpoint.
+        lease = store.lease("accounts_view", LeaseRole.RUN)
+        assert lease.try_acquire()
+        try:
+            fresh = store.create_generation("accounts_view", 1, _SPECS, lease=lease)
+            assert (fresh.checkpoint, fresh.events_applied) == (None, 0)
+            with store.read("accounts_view") as view:
+                assert view.table("accounts").count() == 0
+        finally:
+            lease.release()
+
     def test_state_and_last_error_are_recorded(self, store: ReadModelStore) -> None:
         store.set_state("stateful", ProjectionState.LIVE)
         store.set_state("stateful", ProjectionState.FAILED, error="ValueError: boom")
@@ -891,6 +985,79 @@ class ProjectionRunnerContract:
         # After the fix, a restart applies the event and the rest.
         self.runner(Tally(event_type), event_store, store).run(until_caught_up=True)
         assert self.counts(store) == {stream: 6}
+
+    def test_a_document_no_store_can_hold_fails_its_own_event_and_stops_naming_it(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        stream = _stream()
+        append_tallied(event_store, stream, 3, event_type)
+        bad = append_tallied(event_store, stream, 1, event_type)
+        append_tallied(event_store, stream, 2, event_type)
+        projection = UnstorableTally(event_type, unstorable=lambda e: e.position == bad)
+        runner = self.runner(projection, event_store, store, batch_size=100)
+        with pytest.raises(ProjectionFailedError) as raised:
+            runner.run(until_caught_up=True)
+        error = raised.value
+        assert (error.projection, error.event_type, error.stream, error.revision, error.position) == (
+            "tally",
+            event_type,
+            stream,
+            3,
+            bad,
+        )
+        assert error.attempts == 3  # retried like any failing event
+        assert isinstance(error.__cause__, InvalidInputError)
+        assert "'owner'" in str(error)
+        assert self.counts(store) == {stream: 3}  # the events before it were applied
+        live = store.describe("tally").live
+        assert live is not None
+        assert live.checkpoint is not None
+        assert live.checkpoint < bad
+
+    def test_a_document_no_store_can_hold_is_parked_and_the_rest_of_its_batch_applied(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        stream, other = _stream(), _stream()
+        append_tallied(event_store, stream, 2, event_type)
+        bad = append_tallied(event_store, other, 1, event_type)
+        last = append_tallied(event_store, stream, 3, event_type)
+        projection = ParkingUnstorableTally(event_type, unstorable=lambda e: e.position == bad)
+        self.runner(projection, event_store, store, batch_size=100).run(until_caught_up=True)
+        [parked] = store.parked_events("tally")
+        assert (parked.position, parked.stream, parked.attempts) == (bad, other, 3)
+        assert "InvalidInputError" in parked.error
+        assert self.counts(store) == {stream: 5}
+        live = store.describe("tally").live
+        assert live is not None
+        assert live.checkpoint is not None
+        assert live.checkpoint >= last
+
+    def test_wait_for_raises_the_failure_of_a_failed_runner_at_once(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        stream = _stream()
+        bad = append_tallied(event_store, stream, 1, event_type)
+        projection = Tally(event_type, poison=lambda e: e.position == bad)
+        runner = self.runner(projection, event_store, store)
+        runner.start()
+        started = time.monotonic()
+        with pytest.raises(ProjectionFailedError) as raised:
+            runner.wait_for(bad, timeout=30)
+        assert time.monotonic() - started < 10
+        assert raised.value.position == bad
+        with pytest.raises(ProjectionFailedError):
+            runner.join(10)
+        # From any process: the state the runner recorded, with its error.
+        from projections.errors import ProjectionHaltedError  # noqa: PLC0415 - new with this fix
+
+        started = time.monotonic()
+        with pytest.raises(ProjectionHaltedError) as halted:
+            wait_for(projection, event_store, store, bad, timeout=30)
+        assert time.monotonic() - started < 5
+        assert halted.value.projection == "tally"
+        assert halted.value.error is not None
+        assert stream in halted.value.error
+        assert stream in str(halted.value)
 
     def test_an_event_that_fails_then_succeeds_is_applied_once(
         self, event_store: EventStore, store: ReadModelStore, event_type: str

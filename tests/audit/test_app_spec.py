@@ -23,6 +23,13 @@ def test_load_app_finds_the_spec_named_by_module_and_attribute() -> None:
         ("no_such_module_here:app", "cannot be imported"),
         ("escqrs.examples.bank.app:nothing", "has no attribute 'nothing'"),
         ("escqrs.examples.bank.events:registry", "not an eventsourcing_cqrs AppSpec"),
+        # A class is callable, but never called: Account() would fail for want of an id.
+        (
+            "escqrs.examples.bank.account:Account",
+            r"escqrs.examples.bank.account:Account is a class \(Account\), not an AppSpec: "
+            "point --app at an AppSpec or a function returning one",
+        ),
+        ("escqrs.app:AppSpec", r"is a class \(AppSpec\)"),
     ],
 )
 def test_load_app_says_what_is_wrong_with_a_reference(reference: str, reason: str) -> None:

@@ -122,6 +122,23 @@ def test_state_at_a_time_replays_the_events_recorded_by_then(
         audit.state(stream, at_time=opened_at - timedelta(seconds=1))
 
 
+def test_state_before_the_stream_existed_says_when_its_first_event_was_recorded(
+    store: EventStore, bus: CommandBus, account_id: str
+) -> None:
+    open_and_move(bus, account_id)
+    audit = AuditTrail(store, ACCOUNTS)
+    stream = f"Account-{account_id}"
+    opened_at = next(audit.history(stream)).recorded_at
+    before = opened_at - timedelta(seconds=1)
+    with pytest.raises(AggregateNotFoundError) as caught:
+        audit.state(stream, at_time=before)
+    assert str(caught.value) == (
+        f"Stream {stream!r} has no events at or before {before.isoformat()} "
+        f"(its first event was recorded at {opened_at.isoformat()})."
+    )
+    assert "does not exist" not in str(caught.value)
+
+
 def test_state_refuses_a_version_beyond_the_last_and_streams_of_unknown_aggregates(
     store: EventStore, bus: CommandBus, account_id: str
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
 from pathlib import Path
 
 from cli._helpers import Backend, escqrs, ok
@@ -87,3 +88,35 @@ def test_trace_shows_the_opening_and_the_policy_deposit_it_caused(backend: Backe
 
     table = ok(escqrs("audit", "trace", backend.correlation_id, env=backend.env()))
     assert "└ MoneyDeposited" in table
+
+
+def test_a_read_only_command_given_the_read_model_file_refuses_it_and_writes_nothing(
+    backend: Backend,
+) -> None:
+    if backend.name != "sqlite":
+        return
+    views = Path(backend.read_models.removeprefix("sqlite:///"))
+
+    def tables() -> list[str]:
+        with sqlite3.connect(f"file:{views}?mode=ro", uri=True) as reader:
+            return [name for (name,) in reader.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+
+    before = (tables(), views.stat().st_mtime_ns, views.stat().st_size)
+    result = escqrs("audit", "history", backend.ada, "--store", backend.read_models)
+    assert result.returncode != 0
+    assert "is not an event store file: it holds tables" in result.stderr, result.stderr
+    assert "read_models.db" in result.stderr
+    assert (tables(), views.stat().st_mtime_ns, views.stat().st_size) == before
+    assert not {"events", "streams"} & set(tables())
+
+
+def test_state_at_a_time_before_the_stream_existed_names_its_first_event_time(backend: Backend) -> None:
+    history = json.loads(ok(escqrs("audit", "history", backend.ada, "--json", env=backend.env())))
+    result = escqrs(
+        "audit", "state", backend.ada, "--at-time", "2001-01-01T00:00:00+00:00", env=backend.env()
+    )
+    assert result.returncode != 0
+    message = " ".join(result.stderr.split())
+    assert f"Stream '{backend.ada}' has no events at or before 2001-01-01T00:00:00+00:00" in message, message
+    assert "its first event was recorded at" in message
+    assert history[0]["recorded_at"][:19] in message

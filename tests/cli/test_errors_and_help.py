@@ -161,3 +161,22 @@ def test_the_console_script_answers_help() -> None:
 )
 def test_store_uris_are_printed_without_their_passwords(uri: str, shown: str) -> None:
     assert redacted(uri) == shown
+
+
+@pytest.mark.parametrize(
+    ("reference", "name"),
+    [("escqrs.examples.bank.account:Account", "Account"), ("cli._secret_app:Failing", "Failing")],
+)
+def test_an_app_reference_to_a_class_is_refused_without_calling_it(reference: str, name: str) -> None:
+    result = escqrs("projections", "list", "--app", reference)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: Invalid application {reference!r}: {reference} is a class ({name}), not an AppSpec: "
+        "point --app at an AppSpec or a function returning one."
+    )
+
+
+def test_an_app_reference_to_a_function_returning_a_spec_is_called() -> None:
+    result = escqrs("projections", "list", "--app", "cli._secret_app:make_app", "--json")
+    assert result.returncode == 0, result.stderr
+    assert "cli_failing" in result.stdout

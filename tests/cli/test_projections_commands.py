@@ -1,4 +1,4 @@
-"""``escqrs projections list | status | run | rebuild | parked | retry`` on SQLite and EventStoreDB.
+"""``escqrs projections list | status | run | rebuild | parked | retry | drop`` on SQLite and EventStoreDB.
 
 The tests use the test application ``cli._app:app`` (a projection that can be made to fail or
 to go slowly) and a fresh read model store each; the event store is the backend's shared one.
@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 
 from cli._app import BALANCES, Balances
-from cli._helpers import Backend, escqrs, ok, start_escqrs
+from cli._helpers import COMMAND, Backend, environment, escqrs, ok, start_escqrs
 from escqrs.examples.bank import handlers
 from escqrs.examples.bank.commands import Deposit, OpenAccount
 from eventsourcing_cqrs.bus import CommandBus
 from eventsourcing_cqrs.event_store import connect
 from projections.read_model_store import connect as connect_read_models
+from projections.read_model_store.port import LeaseRole
 
 APP = "cli._app:app"
 
@@ -107,14 +108,67 @@ def test_run_parks_a_failing_event_status_and_parked_show_it_and_retry_applies_i
     assert json.loads(ok(escqrs("projections", "parked", "--json", env=env))) == []
 
 
-def test_retry_without_parked_events_is_a_failure(poisoned: Backend, tmp_path: Path) -> None:
+def test_retry_without_parked_events_says_so_and_succeeds(poisoned: Backend, tmp_path: Path) -> None:
     if poisoned.name != "sqlite":
         pytest.skip("the answer comes from the read model store, whatever the event store")
     env = settings(poisoned, tmp_path)
     ok(escqrs("projections", "run", "--until-caught-up", env=env))
     result = escqrs("projections", "retry", BALANCES, env=env)
-    assert result.returncode == 1
-    assert result.stderr.strip() == "error: Projection 'cli_balances' has no parked events."
+    assert ok(result).strip() == f"Nothing parked for {BALANCES}."
+    assert result.stderr == ""
+    answer = json.loads(ok(escqrs("projections", "retry", BALANCES, "--json", env=env)))
+    assert (answer["projection"], answer["count"], answer["retried"]) == (BALANCES, 0, [])
+
+
+def test_drop_forgets_a_read_model_so_the_next_run_rebuilds_it(poisoned: Backend, tmp_path: Path) -> None:
+    if poisoned.name != "sqlite":
+        pytest.skip("dropping is the read model store's business, whatever the event store")
+    env = settings(poisoned, tmp_path)
+    ok(escqrs("projections", "run", "--until-caught-up", env=env))
+    ok(escqrs("projections", "rebuild", BALANCES, env=env))
+    (status,) = json.loads(ok(escqrs("projections", "status", "--json", env=env)))
+    assert status["generation"] == 2
+
+    declined = subprocess.run(
+        [*COMMAND, "projections", "drop", BALANCES],
+        input="n\n",
+        capture_output=True,
+        text=True,
+        env=environment(env),
+        timeout=60,
+        check=False,
+    )
+    assert declined.returncode == 1, declined.stderr
+    assert f"Nothing was dropped for '{BALANCES}'." in declined.stderr
+    (status,) = json.loads(ok(escqrs("projections", "status", "--json", env=env)))
+    assert status["generation"] == 2
+
+    views = connect_read_models(env["ESCQRS_READ_MODELS"])
+    try:
+        lease = views.lease(BALANCES, LeaseRole.RUN)
+        assert lease.try_acquire()
+        refused = escqrs("projections", "drop", BALANCES, "--yes", env=env)
+        lease.release()
+    finally:
+        views.close()
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        f"error: Projection '{BALANCES}' is in use: a runner holds its run lease; stop it first."
+    )
+
+    dropped = json.loads(ok(escqrs("projections", "drop", BALANCES, "--yes", "--json", env=env)))
+    assert dropped == {"projection": BALANCES, "dropped": True}
+    (status,) = json.loads(ok(escqrs("projections", "status", "--json", env=env)))
+    assert (status["generation"], status["checkpoint"], status["state"]) == (None, None, "new")
+    assert "Nothing to drop" in ok(escqrs("projections", "drop", BALANCES, "--yes", env=env))
+
+    ok(escqrs("projections", "run", "--until-caught-up", env=env))
+    (status,) = json.loads(ok(escqrs("projections", "status", "--json", env=env)))
+    assert (status["generation"], status["lag_events"]) == (1, 0)
+
+    helped = ok(escqrs("projections", "drop", "--help"))
+    assert "--yes" in helped
+    assert "escqrs projections drop account_list" in helped
 
 
 def test_rebuild_builds_a_new_generation_beside_the_live_one_and_switches(

@@ -144,3 +144,90 @@ def test_a_lease_file_that_cannot_be_opened_is_unavailable_and_still_an_os_error
             store.lease_held("tally", LeaseRole.RUN)
     finally:
         store.close()
+
+
+# -- the store's own file, and a batch the store refuses at commit -------------------
+
+
+def _file_state(path: Path) -> tuple[bytes, bytes]:
+    """The database's bytes and its write-ahead log's (a reader may leave an empty one)."""
+    wal = path.with_name(path.name + "-wal")
+    return path.read_bytes(), wal.read_bytes() if wal.exists() else b""
+
+
+def test_an_event_store_file_is_refused_naming_it_and_left_as_it_was(tmp_path: Path) -> None:
+    from eventsourcing_cqrs.event_store.sqlite import SQLiteEventStore  # noqa: PLC0415
+    from projections.errors import NotAReadModelStoreError  # noqa: PLC0415 - new with this fix
+
+    path = tmp_path / "views.db"
+    events = SQLiteEventStore(path)
+    append_tallied(events, "Tally-1", 2)
+    events.close()
+    before = _file_state(path)
+    with pytest.raises(NotAReadModelStoreError) as raised:
+        SQLiteReadModelStore(path)
+    assert (
+        str(raised.value)
+        == f"{path} is an event store file, not a read model store; nothing was written to it."
+    )
+    assert raised.value.path == str(path)
+    assert _file_state(path) == before
+    with sqlite3.connect(path) as connection:
+        tables = {
+            name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+    assert not any(name.startswith("rm_") for name in tables)
+
+
+def test_a_database_of_other_tables_is_refused_but_an_empty_one_is_used(tmp_path: Path) -> None:
+    from projections.errors import NotAReadModelStoreError  # noqa: PLC0415 - new with this fix
+
+    other = tmp_path / "app.db"
+    with sqlite3.connect(other) as connection:
+        connection.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY)")
+    connection.close()
+    with pytest.raises(NotAReadModelStoreError, match=r"app\.db is a database of other tables \(customers\)"):
+        SQLiteReadModelStore(other)
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    SQLiteReadModelStore(empty).close()
+    SQLiteReadModelStore(empty).close()  # and its own file again
+
+
+def test_a_batch_the_store_refuses_at_commit_is_split_to_name_the_event(tmp_path: Path) -> None:
+    """A flush-time refusal (here a trigger) is no longer a store failure of the whole batch."""
+    from projections import ProjectionFailedError  # noqa: PLC0415
+
+    store = SQLiteReadModelStore(tmp_path / "views.db", durable=False)
+    events = InMemoryEventStore()
+    try:
+        ProjectionRunner(Tally(), events, store).run(until_caught_up=True)
+        lease = store.lease("tally", LeaseRole.RUN)
+        assert lease.try_acquire()
+        live = store.describe("tally").live
+        assert live is not None
+        with store.transaction("tally", live.number, lease=lease) as uow:
+            table = uow.sql_table("streams")
+            for when in ("INSERT", "UPDATE"):
+                uow.execute(
+                    f"CREATE TRIGGER refuse_{when.lower()} BEFORE {when} ON {table} "
+                    "WHEN json_extract(NEW.doc, '$.count') >= 3 "
+                    "BEGIN SELECT RAISE(ABORT, 'count too high'); END"
+                )
+        lease.release()
+        last = append_tallied(events, "Tally-1", 5)
+        runner = ProjectionRunner(
+            Tally(), events, store, batch_size=100, backoff=Backoff(max_attempts=2, base_delay=0.001)
+        )
+        with capture_logs() as logs, pytest.raises(ProjectionFailedError) as raised:
+            runner.run(until_caught_up=True)
+        assert (raised.value.stream, raised.value.revision) == ("Tally-1", 2)
+        assert "count too high" in str(raised.value)
+        refused = next(entry for entry in logs if entry["event"] == "projection.batch_refused")
+        assert (refused["events"], refused["last_position"]) == (5, last)
+        assert "count too high" in refused["error"]
+        with store.read("tally") as view:
+            assert view.table("streams").get("Tally-1") == {"count": 2, "last_revision": 1, "version": 1}
+    finally:
+        store.close()
+        events.close()

@@ -21,6 +21,8 @@ from eventsourcing_cqrs.errors import (
 from eventsourcing_cqrs.event_store import StreamState, connect
 from eventsourcing_cqrs.event_store.sqlite import SQLiteEventStore
 from eventsourcing_cqrs.testing.contracts import EventStoreContract, StoreFactory, new_events
+from projections.read_model_store.port import ProjectionState
+from projections.read_model_store.sqlite import SQLiteReadModelStore
 
 
 class TestSQLiteEventStore(EventStoreContract):
@@ -316,3 +318,60 @@ def test_the_parser_and_connect_refuse_malformed_sqlite_uris_with_the_same_messa
         connect(uri)
     assert caught.value.field == field.format(what="event store URI")
     assert message.format(example="events.db") in str(caught.value)
+
+
+# -- a read model store's file given to the event store ----------------------------
+
+
+def _file_state(path: Path) -> tuple[list[str], bytes, int, list[str]]:
+    """The tables, bytes and mtime of ``path``, and the files beside it."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as reader:
+        tables = [name for (name,) in reader.execute("SELECT name FROM sqlite_master ORDER BY name")]
+    return tables, path.read_bytes(), path.stat().st_mtime_ns, sorted(os.listdir(path.parent))
+
+
+def test_a_read_model_store_file_is_refused_naming_it_and_nothing_is_written(tmp_path: Path) -> None:
+    views = tmp_path / "views.db"
+    read_models = SQLiteReadModelStore(views)
+    read_models.set_state("tally", ProjectionState.LIVE)
+    read_models.close()
+    before = _file_state(views)
+    assert before[0]
+    assert not {"events", "streams"} & set(before[0])
+
+    with pytest.raises(EventStoreCorruptedError) as caught:
+        SQLiteEventStore(views)
+    message = str(caught.value)
+    assert "views.db' is not an event store file: it holds tables rm_generations" in message
+    assert "rm_projections" in message
+    assert "read model store" in message
+    assert _file_state(views) == before  # same tables, same bytes, same mtime, no new file
+
+    # The read-only CLI path opens the store through connect() too: refused the same way.
+    with pytest.raises(EventStoreCorruptedError, match="is not an event store file"):
+        connect(f"sqlite:///{views}")
+    assert _file_state(views) == before
+
+
+def test_any_sqlite_file_with_other_tables_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "inventory.db"
+    with contextlib.closing(sqlite3.connect(path)) as other:
+        other.execute("CREATE TABLE parts (id INTEGER PRIMARY KEY, name TEXT)")
+        other.commit()
+    before = _file_state(path)
+    with pytest.raises(
+        EventStoreCorruptedError, match=r"inventory\.db' is not an event store file: it holds tables parts;"
+    ):
+        SQLiteEventStore(path)
+    assert _file_state(path) == before
+
+
+def test_an_empty_file_and_an_existing_event_store_still_open(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    store = SQLiteEventStore(empty)
+    store.append("Order-1", new_events(1), expected_version=StreamState.NO_STREAM)
+    store.close()
+    reopened = SQLiteEventStore(empty)
+    assert reopened.stream_version("Order-1") == 0
+    reopened.close()

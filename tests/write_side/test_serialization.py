@@ -221,3 +221,37 @@ def test_events_are_frozen_and_forbid_unknown_fields() -> None:
         event.owner = "B"  # type: ignore[misc]
     with pytest.raises(ValueError, match="Extra inputs are not permitted"):
         AccountOpened(account_id="1", owner="A", nickname="x")  # type: ignore[call-arg]
+
+
+def test_include_is_live_for_upcasters_and_classes_added_later() -> None:
+    class Renamed(DomainEvent):
+        event_type: ClassVar[str] = "Renamed"
+        schema_version: ClassVar[int] = 2
+        name: str
+
+    class Noted(DomainEvent):
+        event_type: ClassVar[str] = "Noted"
+
+    domain = EventRegistry([Renamed])
+    application = EventRegistry()
+    application.include(domain)
+    outer = EventRegistry()
+    outer.include(application)
+
+    def upcast(payload: dict[str, Any]) -> dict[str, Any]:
+        return {"name": payload["old_name"]}
+
+    domain.add_upcaster("Renamed", 1, upcast)  # after the include
+    domain.register(Noted)
+    for including in (application, outer):
+        assert including._upcasters[("Renamed", 1)] is upcast
+        assert including.event_class("Noted") is Noted
+
+    def other(payload: dict[str, Any]) -> dict[str, Any]:
+        return payload
+
+    application.add_upcaster("Noted", 1, other)
+    with pytest.raises(InvalidInputError, match="another upcaster"):
+        domain.add_upcaster("Noted", 1, upcast)
+    with pytest.raises(InvalidInputError, match="itself"):
+        domain.include(outer)
