@@ -7,18 +7,24 @@ This is the only module that imports esdbclient. It maps the port onto EventStor
   ``FailedPrecondition``). esdbclient returns only the commit position of an append; the
   revision is ``expected + len(events)`` for an exact expected version and is read back from
   ``$all`` at that position otherwise (one more call).
-* Errors are translated in one place, :meth:`EsdbEventStore._translated`: wrong expected
-  version (actual revision parsed from the server's message), not found, deleted, deadline
-  exceeded (:class:`~eventsourcing_cqrs.errors.EventStoreTimeoutError`), unavailable
-  (:class:`~eventsourcing_cqrs.errors.EventStoreUnavailableError`), anything else as
-  :class:`~eventsourcing_cqrs.errors.EventStoreError`.
+* Errors are translated in one place, :func:`_translate`, into one line each: wrong expected
+  version (actual revision parsed from the server's message), not found, deleted, an append
+  over the maximum append or gRPC message size (:class:`~eventsourcing_cqrs.errors.InvalidInputError`
+  giving its size), a TLS mismatch (:class:`~eventsourcing_cqrs.errors.EventStoreError` saying what
+  to try), deadline exceeded (:class:`~eventsourcing_cqrs.errors.EventStoreTimeoutError`), every
+  transient failure (:func:`_is_transient`: UNAVAILABLE, a call cancelled by esdbclient's
+  reconnect, discovery failed, aborted, internal, by exception type and gRPC status code, never
+  by message text) as :class:`~eventsourcing_cqrs.errors.EventStoreUnavailableError`, anything
+  else as :class:`~eventsourcing_cqrs.errors.EventStoreError`.
 * :class:`~eventsourcing_cqrs.event_store.port.EventFilter` becomes one server-side regex. EventStoreDB
   filters on event type *or* stream name, never both, so a stream-name filter that excludes
   system events drops ``$``-typed events on the client side.
 * Subscriptions run esdbclient's catch-up subscription on a background thread that feeds a
-  bounded queue. esdbclient does not resubscribe by itself: when the call drops (server
-  restart, network loss, ``ConsumerTooSlow``) the thread resubscribes after the last position it
-  delivered, with backoff, so that nothing is lost or doubled.
+  bounded queue. esdbclient does not resubscribe by itself: when the call drops for a transient
+  reason (server restart, network loss, ``ConsumerTooSlow``, the channel closed by a reconnect
+  that another call on the shared client triggered) the thread resubscribes after the last
+  position it delivered, with backoff, so that nothing is lost or doubled. Caught-up comes from
+  the server (23.10+) or, on older servers, from reaching the head read at the start.
 
 TLS, certificates and credentials come from the connection string
 (``esdb://user:pass@host:2113?Tls=true&tlsCAFile=...``). The connection string is never logged
@@ -31,6 +37,8 @@ import queue
 import re
 import sys
 import threading
+import time
+import uuid
 import weakref
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -38,7 +46,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Final, Self, cast
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import esdbclient
 import grpc
@@ -46,13 +54,16 @@ import structlog
 from esdbclient.common import AbstractCatchupSubscription, AbstractReadResponse
 from esdbclient.exceptions import (
     AbortedByServer,
+    CancelledByClient,
     DeadlineExceeded,
+    DiscoveryFailed,
     EventStoreDBClientException,
     GrpcError,
     InternalError,
     MaximumAppendSizeExceededError,
     NotFound,
     ServiceUnavailable,
+    SSLError,
     StreamIsDeleted,
     WrongCurrentVersion,
 )
@@ -94,8 +105,38 @@ _MIN_EXACT_WINDOW: Final = 8
 _FIRST_RETRY_DELAY: Final = 0.1
 _MAX_RETRY_DELAY: Final = 2.0
 _QUEUE_FULL_WAIT: Final = 0.5
-_RETRYABLE_CODES: Final = frozenset(
-    {grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
+#: How long a subscription that delivered everything up to the head read when it started waits
+#: for the server's caught-up (EventStoreDB 23.10+, sent after its end-of-catch-up checkpoint)
+#: before reporting caught-up itself (a server before 23.10 never sends one).
+_CAUGHT_UP_GRACE: Final = 0.5
+#: gRPC status codes that say nothing about the request itself: the connection or the node.
+_TRANSIENT_CODES: Final = frozenset(
+    {
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.INTERNAL,
+    }
+)
+#: esdbclient's exceptions for a lost connection or node (SSLError, a ServiceUnavailable, is not:
+#: see _is_transient). CancelledByClient arrives when esdbclient reconnected after another
+#: call met UNAVAILABLE and closed the channel the call was on.
+_TRANSIENT_ERRORS: Final = (
+    ServiceUnavailable,
+    AbortedByServer,
+    InternalError,
+    CancelledByClient,
+    DeadlineExceeded,
+    DiscoveryFailed,
+)
+_TLS_HINT: Final = (
+    "connect with ?Tls=false if the server runs insecure, or give tlsCAFile=... if its "
+    "certificate is not signed by a CA this machine trusts"
+)
+_CREDENTIALS_HINT: Final = (
+    "a secure connection (TLS, the default) needs credentials: esdb://user:password@host:2113; "
+    "add ?Tls=false to connect without TLS"
 )
 _LAST_REVISION = re.compile(r"Stream position of last event is (\d+)")
 _ACTUAL_VERSION = re.compile(r"Actual version: (-?\d+)")
@@ -139,10 +180,70 @@ def _recorded(event: esdbclient.RecordedEvent) -> RecordedEvent:
 
 
 def _redacted_targets(uri: str) -> str:
-    """``scheme://host:port,...`` without credentials or options, safe to log."""
-    parts = urlsplit(uri)
-    hosts = parts.netloc.rsplit("@", 1)[-1]
-    return f"{parts.scheme}://{hosts}"
+    """``scheme://host:port,...`` without credentials or options, safe to log.
+
+    The hosts are what follows the *last* ``@`` of the whole URI, so that a password holding an
+    unencoded ``/``, ``?`` or ``#`` is never taken for a host (an ``@`` in the options gives
+    wrong hosts in the message, never a password).
+    """
+    scheme, _, rest = uri.partition("://")
+    hosts = rest.rpartition("@")[2]
+    for end in "/?#":
+        hosts = hosts.split(end, 1)[0]
+    return f"{scheme}://{hosts}"
+
+
+def _translate(
+    exc: EventStoreDBClientException,
+    *,
+    targets: str,
+    operation: str,
+    stream: str | None = None,
+    expected: ExpectedVersion | None = None,
+    timeout: float | None = None,
+    closed: bool = False,
+    append_size: int | None = None,
+) -> EventStoreError | InvalidInputError:
+    """The port's error for an esdbclient exception: one line, naming the operation, never
+    the connection string (only ``targets``, which carries no credentials)."""
+    where = f" on stream {stream!r}" if stream is not None else ""
+    doing = f"{operation}{where}"
+    if isinstance(exc, WrongCurrentVersion):
+        return WrongExpectedVersionError(stream or "", expected, _actual_revision(str(exc)))
+    if isinstance(exc, NotFound):
+        return StreamNotFoundError(stream or "")
+    if isinstance(exc, StreamIsDeleted):
+        return StreamDeletedError(stream or "")
+    if isinstance(exc, MaximumAppendSizeExceededError):
+        return InvalidInputError(
+            "events", stream, f"the append exceeds EventStoreDB's maximum append size ({_one_line(exc)})"
+        )
+    if append_size is not None and _grpc_code(exc) is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return InvalidInputError(
+            "events",
+            stream,
+            f"the append is {append_size} bytes, over the maximum gRPC message size of EventStoreDB "
+            f"at {targets}; nothing was written (split it into smaller appends)",
+        )
+    if isinstance(exc, SSLError):
+        return EventStoreError(
+            f"TLS mismatch with EventStoreDB at {targets} ({doing}): the TLS handshake failed; {_TLS_HINT}."
+        )
+    if isinstance(exc, DeadlineExceeded):
+        limit = f"the {timeout} s deadline" if timeout is not None else "its deadline"
+        return EventStoreTimeoutError(f"EventStoreDB at {targets} did not complete {doing} within {limit}.")
+    if isinstance(exc, CancelledByClient) and closed:
+        return EventStoreError(f"The connection to EventStoreDB at {targets} was closed during {doing}.")
+    if isinstance(exc, DiscoveryFailed):
+        return EventStoreUnavailableError(
+            f"EventStoreDB at {targets} is unavailable ({doing}): {type(exc).__name__}, no cluster node "
+            "answered gossip as the node preference requires."
+        )
+    if _is_transient(exc):
+        return EventStoreUnavailableError(
+            f"EventStoreDB at {targets} is unavailable ({doing}): {type(exc).__name__} {_one_line(exc)}"
+        )
+    return EventStoreError(f"EventStoreDB at {targets} failed {doing}: {type(exc).__name__} {_one_line(exc)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +274,24 @@ class _ServerFilter:
         return not (self.drop_system_events and event.type.startswith("$"))
 
 
+def _filtered_head(client: esdbclient.EventStoreDBClient, server_filter: _ServerFilter) -> int:
+    """Commit position of the last event in ``$all`` that passes ``server_filter`` (0 if none)."""
+    response = client.read_all(
+        backwards=True,
+        filter_exclude=(),
+        filter_include=server_filter.include,
+        filter_by_stream_name=server_filter.by_stream_name,
+        limit=sys.maxsize if server_filter.drop_system_events else 1,
+    )
+    try:
+        for event in response:
+            if server_filter.passes(event):
+                return event.commit_position or 0
+    finally:
+        response.stop()
+    return 0
+
+
 def _window(checkpoint_interval: int) -> tuple[int, int]:
     """EventStoreDB's (window size, multiplier) whose product is at most ``checkpoint_interval``."""
     interval = max(1, checkpoint_interval)
@@ -183,14 +302,55 @@ def _window(checkpoint_interval: int) -> tuple[int, int]:
     return window, interval // window
 
 
-def _is_retryable(exc: Exception) -> bool:
-    if isinstance(exc, ServiceUnavailable | AbortedByServer | InternalError):
+def _grpc_call(exc: BaseException) -> grpc.Call | None:
+    """The failed gRPC call an esdbclient exception wraps, if any."""
+    for arg in exc.args:
+        if isinstance(arg, grpc.Call):
+            return arg
+    return None
+
+
+def _grpc_code(exc: BaseException) -> grpc.StatusCode | None:
+    call = _grpc_call(exc)
+    return None if call is None else call.code()
+
+
+def _one_line(exc: BaseException) -> str:
+    """An esdbclient exception in one line: ``CODE: details`` for a wrapped gRPC call (whose
+    ``str`` is a multi-line dump), else its message with the whitespace collapsed."""
+    call = _grpc_call(exc)
+    if call is not None:
+        return f"{call.code().name}: {' '.join(str(call.details() or '').split())}"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is an outage (the connection or node), which a retry may cure.
+
+    Classified by esdbclient's exception types and gRPC status codes, never by message text.
+    """
+    if isinstance(exc, SSLError):
+        return False  # a TLS set-up that does not match the server's: retrying cannot help
+    if isinstance(exc, _TRANSIENT_ERRORS):
         return True
-    if isinstance(exc, GrpcError) and exc.args and isinstance(exc.args[0], grpc.RpcError):
-        rpc_error = exc.args[0]
-        code = rpc_error.code() if isinstance(rpc_error, grpc.Call) else None
-        return code in _RETRYABLE_CODES
-    return False
+    return isinstance(exc, GrpcError) and _grpc_code(exc) in _TRANSIENT_CODES
+
+
+def _append_size(events: Sequence[esdbclient.NewEvent]) -> int:
+    return sum(len(event.data) + len(event.metadata) + len(event.type) for event in events)
+
+
+def _check_credentials(uri: str, targets: str) -> None:
+    """Refuse a TLS connection string without credentials, saying what to write instead
+    (esdbclient says only "Username and password are required")."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("esdb", "esdb+discover"):
+        return
+    options = {key.upper(): values[-1] for key, values in parse_qs(parts.query).items()}
+    if options.get("TLS", "true").lower() != "true":
+        return
+    if not parts.username or not parts.password:
+        raise InvalidInputError("event store URI", targets, _CREDENTIALS_HINT)
 
 
 class EsdbEventStore:
@@ -228,12 +388,16 @@ class EsdbEventStore:
                 "subscription_buffer", subscription_buffer, "give a positive number of items"
             )
         self._targets = _redacted_targets(uri)
+        _check_credentials(uri, self._targets)
         try:
             self._client = esdbclient.EventStoreDBClient(uri)
         except ValueError as exc:
             # esdbclient quotes the whole URI, credentials included: keep its message out.
             reason = str(exc).replace(uri, self._targets)
             raise InvalidInputError("event store URI", self._targets, reason) from None
+        except EventStoreDBClientException as exc:
+            # esdb+discover:// reads the cluster's gossip here: DiscoveryFailed and friends.
+            raise _translate(exc, targets=self._targets, operation="connect") from None
         self._timeout = timeout
         self._subscription_buffer = subscription_buffer
         self._subscriptions: weakref.WeakSet[EsdbSubscription] = weakref.WeakSet()
@@ -251,33 +415,34 @@ class EsdbEventStore:
         operation: str,
         stream: str | None = None,
         expected: ExpectedVersion | None = None,
+        *,
+        append_size: int | None = None,
     ) -> Iterator[None]:
         """Turn esdbclient's exceptions into the port's, naming what was being done."""
-        where = f" on stream {stream!r}" if stream is not None else ""
         try:
             yield
-        except WrongCurrentVersion as exc:
-            raise WrongExpectedVersionError(stream or "", expected, _actual_revision(str(exc))) from exc
-        except NotFound as exc:
-            raise StreamNotFoundError(stream or "") from exc
-        except StreamIsDeleted as exc:
-            raise StreamDeletedError(stream or "") from exc
-        except DeadlineExceeded as exc:
-            limit = f"the {self._timeout} s deadline" if self._timeout is not None else "its deadline"
-            raise EventStoreTimeoutError(
-                f"EventStoreDB at {self._targets} did not complete {operation}{where} within {limit}."
-            ) from exc
-        except ServiceUnavailable as exc:
-            raise EventStoreUnavailableError(
-                f"EventStoreDB at {self._targets} is unavailable ({operation}{where}): {exc}"
-            ) from exc
-        except MaximumAppendSizeExceededError as exc:
-            raise InvalidInputError(
-                "events", stream, f"the append exceeds EventStoreDB's maximum append size ({exc})"
-            ) from exc
         except EventStoreDBClientException as exc:
-            raise EventStoreError(
-                f"EventStoreDB at {self._targets} failed {operation}{where}: {type(exc).__name__} {exc}"
+            raise _translate(
+                exc,
+                targets=self._targets,
+                operation=operation,
+                stream=stream,
+                expected=expected,
+                timeout=self._timeout,
+                closed=self._closed,
+                append_size=append_size,
+            ) from exc
+        except ValueError as exc:
+            # grpcio raises a bare ValueError for a call on a channel that esdbclient's reconnect
+            # (from another thread's call) has just closed. The port checked every argument
+            # before the call, so that is the only ValueError a call can raise: an outage, which
+            # a retry (on the new channel) gets past.
+            if self._closed:
+                raise EventStoreError(f"EventStoreDB at {self._targets}: the store is closed.") from exc
+            raise EventStoreUnavailableError(
+                f"EventStoreDB at {self._targets} did not complete {operation}"
+                f"{f' on stream {stream!r}' if stream is not None else ''}: its connection was being "
+                "re-established."
             ) from exc
 
     # -- writing --------------------------------------------------------------------------
@@ -291,6 +456,9 @@ class EsdbEventStore:
     ) -> AppendResult:
         """Append ``events`` atomically if ``stream`` is at ``expected_version`` (see the port)."""
         name, expected, new = checked_append(stream, events, expected_version)
+        # EventStoreDB answers an idempotent append like a first one: for a creation, whether
+        # its events are already there is read first (see AppendResult.already_written).
+        rewrite = expected is StreamState.NO_STREAM and bool(new) and self._first_event_id(name) == new[0].id
         esdb_events = [
             esdbclient.NewEvent(
                 type=event.type,
@@ -301,7 +469,7 @@ class EsdbEventStore:
             )
             for event in new
         ]
-        with self._translated("append", name, expected):
+        with self._translated("append", name, expected, append_size=_append_size(esdb_events)):
             position = self._client.append_events(
                 name,
                 current_version=_esdb_version(expected),
@@ -315,8 +483,18 @@ class EsdbEventStore:
             revision=revision,
             commit_position=position,
             count=len(new),
+            already_written=rewrite,
         )
-        return AppendResult(name, revision, position)
+        return AppendResult(name, revision, position, already_written=rewrite)
+
+    def _first_event_id(self, stream: str) -> uuid.UUID | None:
+        """The id of ``stream``'s first event, ``None`` if it has none."""
+        try:
+            with self._translated("append", stream):
+                first = self._client.get_stream(stream, limit=1, timeout=self._timeout)
+        except StreamNotFoundError:
+            return None
+        return first[0].id if first else None
 
     def _revision_after_append(
         self, stream: str, expected: ExpectedVersion, events: list[NewEvent], position: int
@@ -529,6 +707,18 @@ class EsdbSubscription:
     back-pressure instead of growing memory). Positions only move forward: an event or
     checkpoint at or before the last delivered position is never delivered again, and only the
     first caught-up is reported.
+
+    Every transient failure (see :func:`_is_transient`: the node unavailable or restarting, the
+    call cancelled by esdbclient's reconnect after another call met UNAVAILABLE, discovery
+    failed, a deadline, an abort) makes it resubscribe after the last delivered position, with
+    backoff, for as long as it takes; any other failure is raised, translated, by ``poll``.
+
+    Caught-up is reported when the server says so (EventStoreDB 23.10+), or else once the
+    consumer has received everything up to the last event that passed the filter when the
+    subscription started (read just before subscribing) and the server stayed silent about it
+    for ``_CAUGHT_UP_GRACE`` seconds: servers before 23.10 never send caught-up, and without it
+    ``run(until_caught_up=True)`` would never end. Such a caught-up carries the position the
+    consumer last received, so nothing after it is skipped.
     """
 
     def __init__(
@@ -552,6 +742,12 @@ class EsdbSubscription:
         self._space = threading.Event()
         self._stopped = threading.Event()
         self._caught_up = False
+        # Written by the reader thread once (before subscribing), read by the consumer.
+        self._head: int | None = None
+        # Consumer side: the last position poll() returned, when it reached the head.
+        self._consumed = self._position
+        self._head_reached_at: float | None = None
+        self._targets = targets
         self._current: AbstractCatchupSubscription | None = None
         self._lock = threading.Lock()
         self._log = logger.bind(targets=targets, from_position=from_position)
@@ -573,15 +769,20 @@ class EsdbSubscription:
             except EventStoreDBClientException as exc:
                 if self._stopped.is_set():
                     return
-                if not _is_retryable(exc):
+                if not _is_transient(exc):
                     self._fail(exc)
                     return
-                self._log.warning(
-                    "event_store.subscription_dropped",
-                    commit_position=self._position,
-                    error=type(exc).__name__,
-                    retry_in=delay,
-                )
+                self._dropped(exc, delay)
+            except ValueError as exc:
+                # grpcio raises a bare ValueError for a call on a channel that esdbclient's
+                # reconnect (from another thread's call) has just closed. Once a subscription
+                # with these same arguments was accepted, that is the only ValueError left.
+                if self._stopped.is_set():
+                    return
+                if not attempt:
+                    self._fail(exc)
+                    return
+                self._dropped(exc, delay)
             except Exception as exc:  # noqa: BLE001 - the consumer must see every failure
                 self._fail(exc)
                 return
@@ -592,7 +793,17 @@ class EsdbSubscription:
                 return
             delay = min(delay * 2, _MAX_RETRY_DELAY)
 
+    def _dropped(self, exc: Exception, delay: float) -> None:
+        self._log.warning(
+            "event_store.subscription_dropped",
+            commit_position=self._position,
+            error=type(exc).__name__,
+            retry_in=delay,
+        )
+
     def _subscribe(self, attempt: int) -> Generator[esdbclient.RecordedEvent, None, None]:
+        if not self._caught_up and self._head is None:
+            self._head = _filtered_head(self._client, self._filter)
         subscription = self._client.subscribe_to_all(
             commit_position=self._position or None,
             filter_exclude=(),
@@ -620,9 +831,10 @@ class EsdbSubscription:
     def _deliver(self, item: esdbclient.RecordedEvent) -> bool:
         """Queue what the consumer must see; False once stopped."""
         if isinstance(item, esdbclient.CaughtUp):
-            if self._caught_up:
-                return True
-            self._caught_up = True
+            with self._lock:
+                if self._caught_up:
+                    return True
+                self._caught_up = True
             return self._put(CaughtUp(self._position or None))
         position = item.commit_position
         if position is None or position <= self._position:
@@ -653,7 +865,19 @@ class EsdbSubscription:
             commit_position=self._position,
             error=type(exc).__name__,
         )
-        self._put(_Failure(exc))
+        if isinstance(exc, EventStoreDBClientException):
+            error: Exception = _translate(
+                exc,
+                targets=self._targets,
+                operation=f"the subscription to $all after position {self._position}",
+            )
+        else:
+            error = EventStoreError(
+                f"The subscription to $all failed after position {self._position}: "
+                f"{type(exc).__name__} {_one_line(exc)}"
+            )
+        error.__cause__ = exc
+        self._put(_Failure(error))
 
     # -- the consumer side ----------------------------------------------------------------
 
@@ -676,20 +900,56 @@ class EsdbSubscription:
         """
         if self._stopped.is_set():
             return None
+        if not self._caught_up:
+            return self._poll_catching_up(timeout)
         try:
             item = self._queue.get(timeout=max(timeout, 0.0))
         except queue.Empty:
             return None
+        return self._received(item)
+
+    def _received(self, item: _QueueItem) -> SubscriptionItem | None:
         self._space.set()
         if self._stopped.is_set() or isinstance(item, _Stop):
             return None
         if isinstance(item, _Failure):
             self._stopped.set()
-            raise EventStoreError(
-                f"The subscription to $all failed after position {self._position}: "
-                f"{type(item.error).__name__} {item.error}"
-            ) from item.error
+            raise item.error
         return item
+
+    def _poll_catching_up(self, timeout: float) -> SubscriptionItem | None:
+        """``poll`` before caught-up: also watches for the head read at the start."""
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while True:
+            wait = deadline - time.monotonic()
+            due = self._own_caught_up_due()
+            if due is not None and due <= 0:
+                with self._lock:
+                    if not self._caught_up:
+                        self._caught_up = True
+                        return CaughtUp(self._consumed or None)
+            elif due is not None:
+                wait = min(wait, due)
+            try:
+                item = self._queue.get(timeout=max(wait, 0.0))
+            except queue.Empty:
+                if time.monotonic() >= deadline:
+                    return None
+                continue
+            received = self._received(item)
+            if isinstance(received, RecordedEvent | Checkpoint):
+                self._consumed = received.position
+            return received
+
+    def _own_caught_up_due(self) -> float | None:
+        """Seconds until this side reports caught-up (see the class), ``None`` if not yet known."""
+        head = self._head
+        if head is None or self._consumed < head:
+            return None
+        now = time.monotonic()
+        if self._head_reached_at is None:
+            self._head_reached_at = now
+        return self._head_reached_at + _CAUGHT_UP_GRACE - now
 
     def stop(self) -> None:
         """End the subscription; a blocked iteration returns promptly."""

@@ -301,9 +301,12 @@ class AppendResult:
     """The outcome of an append: the stream's new last revision and its commit position.
 
     ``already_written`` is true when the append wrote nothing because the same events were
-    already in the stream (an idempotent re-append: the result is the original one). The
-    embedded stores report it; EventStoreDB answers such an append like a first one, so its
-    adapter leaves it false. It takes no part in equality.
+    already in the stream (an idempotent re-append: the result is the original one). Every
+    adapter reports it for a re-appended creation (``NO_STREAM``), which is how a redelivered
+    creation command is recognised; the embedded stores report it for every expected version.
+    EventStoreDB answers an idempotent append like a first one, so its adapter finds out by
+    reading the stream's first event before a ``NO_STREAM`` append (one read more per creation),
+    and leaves it false for the other expected versions. It takes no part in equality.
     """
 
     stream: str

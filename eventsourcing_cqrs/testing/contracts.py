@@ -253,6 +253,16 @@ class EventStoreContract:
         assert store.append(stream, more, expected_version=1) == second
         assert len(list(store.read_stream(stream))) == 3
 
+    def test_a_reappended_creation_says_it_was_already_written(self, store: EventStore) -> None:
+        stream = unique_stream()
+        events = new_events(2)
+        first = store.append(stream, events, expected_version=StreamState.NO_STREAM)
+        again = store.append(stream, events, expected_version=StreamState.NO_STREAM)
+        assert (first.already_written, again.already_written) == (False, True)
+        other = unique_stream()
+        fresh = store.append(other, new_events(1), expected_version=StreamState.NO_STREAM)
+        assert not fresh.already_written
+
     def test_reappending_the_same_events_with_any_writes_nothing(self, store: EventStore) -> None:
         stream = unique_stream()
         events = new_events(2)

@@ -33,6 +33,7 @@ from eventsourcing_cqrs._uri import redact_text, redact_uri
 from eventsourcing_cqrs.errors import CQRSError
 from eventsourcing_cqrs.event_store import NewEvent, StreamState
 from eventsourcing_cqrs.event_store import connect as connect_events
+from eventsourcing_cqrs.event_store.esdb import EsdbEventStore
 from eventsourcing_cqrs.testing.esdb_server import EsdbEndpoint
 from projections.read_model_store import connect as connect_read_models
 from projections.read_model_store.postgres import PostgresReadModelStore
@@ -280,6 +281,19 @@ def test_an_unavailable_esdb_is_reported_without_the_password() -> None:
         finally:
             store.close()
     hidden(caught.value, logs)
+
+
+@pytest.mark.parametrize("cut", ["/", "?", "#"])
+def test_the_esdb_adapter_itself_hides_a_password_cut_by_an_unencoded_character(cut: str) -> None:
+    uri = f"esdb://admin:{TOKEN[:4]}{cut}{TOKEN}@{CLOSED}?Tls=false"
+    try:
+        store = EsdbEventStore(uri)
+    except CQRSError as refused:
+        shown = str(refused)  # refusing the URI is fine, quoting the password is not
+    else:
+        shown = repr(store)
+        store.close()
+    assert TOKEN[:4] not in shown
 
 
 # -- the command's own log rendering ---------------------------------------------------------------

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import functools
 import socket
+import threading
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
@@ -17,6 +20,7 @@ from eventsourcing_cqrs.errors import (
 )
 from eventsourcing_cqrs.event_store.esdb import EsdbEventStore
 from eventsourcing_cqrs.event_store.port import (
+    CaughtUp,
     EventFilter,
     RecordedEvent,
     StreamState,
@@ -31,6 +35,9 @@ from eventsourcing_cqrs.testing.contracts import (
 )
 from eventsourcing_cqrs.testing.esdb_fixtures import EsdbEndpoint, esdb_server
 from eventsourcing_cqrs.testing.esdb_server import EsdbTestServer
+from projections.read_model_store.sqlite import SQLiteReadModelStore
+from projections.runner import ProjectionRunner, RunOutcome
+from projections.testing.contracts import Tally, append_tallied
 
 __all__ = ["TestEsdbEventStore", "esdb_server"]
 
@@ -152,3 +159,44 @@ def test_wrong_options_are_refused_before_connecting(options: dict[str, object],
     with pytest.raises(InvalidInputError) as caught:
         EsdbEventStore("esdb://localhost:2113?Tls=false", **options)  # type: ignore[arg-type]
     assert caught.value.field == field
+
+
+def test_a_subscription_to_a_server_without_caught_up_reports_caught_up_at_the_head() -> None:
+    # EventStoreDB before 23.10 sends no caught_up message (nor an end-of-catch-up checkpoint).
+    stream = unique_stream("Legacy")
+    with EsdbTestServer(caught_up=False) as server, EsdbEventStore(server.uri) as store:
+        last = store.append(stream, new_events(30), expected_version=StreamState.NO_STREAM).position
+        store.append(unique_stream("Other"), new_events(5), expected_version=StreamState.NO_STREAM)
+        mine = EventFilter.for_stream_prefixes([stream])
+        with store.subscribe(filter=mine) as subscription:
+            items = _collect(subscription, lambda got: any(isinstance(i, CaughtUp) for i in got))
+            store.append(stream, new_events(3), expected_version=29)
+            live = _collect(subscription, lambda got: len(_revisions(got, stream)) >= 3)
+
+    caught_up = [i for i in items if isinstance(i, CaughtUp)]
+    assert caught_up == [CaughtUp(last)]
+    assert isinstance(items[-1], CaughtUp), "everything up to the head comes before caught-up"
+    assert _revisions(items, stream) == list(range(30))
+    assert _revisions(live, stream) == [30, 31, 32]
+
+
+def test_run_until_caught_up_ends_against_a_server_without_caught_up(tmp_path: Path) -> None:
+    event_type = f"Legacy{uuid.uuid4().hex}"
+    stream = unique_stream("LegacyRun")
+    with EsdbTestServer(caught_up=False) as server, EsdbEventStore(server.uri) as events:
+        append_tallied(events, stream, 12, event_type)
+        store = SQLiteReadModelStore(tmp_path / "views.db", durable=False)
+        runner = ProjectionRunner(Tally(event_type), events, store, batch_delay=0.01)
+        outcome: list[RunOutcome] = []
+        thread = threading.Thread(
+            target=lambda: outcome.append(runner.run(until_caught_up=True)), daemon=True
+        )
+        thread.start()
+        thread.join(20)
+        if thread.is_alive():
+            runner.stop()
+            thread.join(10)
+        assert outcome == [RunOutcome.CAUGHT_UP], "run(until_caught_up=True) did not end within 20 s"
+        with store.read("tally") as view:
+            assert view.table("streams").get(stream) == {"count": 12, "last_revision": 11, "version": 1}
+        store.close()

@@ -49,3 +49,15 @@ def test_the_bank_runs_on_eventstoredb_with_snapshots_and_deduplication(store: E
     assert [recorded.type for recorded in snapshots] == [SNAPSHOT_EVENT_TYPE] * 2
     deposited = list(store.read_stream(f"Account-{account_id}"))[1]
     assert json.loads(deposited.metadata)["$correlationId"] == "req-1"
+
+
+def test_a_redelivered_creation_command_is_flagged_duplicate_on_eventstoredb(store: EsdbEventStore) -> None:
+    bus = CommandBus()
+    handlers.register(bus, handlers.account_repository(store))
+    command = OpenAccount(account_id=uuid.uuid4().hex, owner="Ann")
+    first = bus.dispatch(command)
+    again = bus.dispatch(command)
+    assert (first.duplicate, again.duplicate) == (False, True)
+    assert (again.version, again.position) == (first.version, first.position)
+    assert (bus.metrics.succeeded, bus.metrics.duplicates) == (1, 1)
+    assert len(list(store.read_stream(f"Account-{command.account_id}"))) == 1

@@ -14,9 +14,9 @@ From the shell: ``python -m eventsourcing_cqrs.testing.esdb_server --host localh
 
 from dataclasses import dataclass
 
-from eventsourcing_cqrs.testing.esdb_server._server import EsdbTestServer
+from eventsourcing_cqrs.testing.esdb_server._server import EsdbTestServer, PortInUseError
 
-__all__ = ["EsdbEndpoint", "EsdbTestServer"]
+__all__ = ["EsdbEndpoint", "EsdbTestServer", "PortInUseError"]
 
 
 @dataclass(frozen=True)

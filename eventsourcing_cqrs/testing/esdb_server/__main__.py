@@ -13,7 +13,7 @@ from types import FrameType
 
 import structlog
 
-from eventsourcing_cqrs.testing.esdb_server import EsdbTestServer
+from eventsourcing_cqrs.testing.esdb_server import EsdbTestServer, PortInUseError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +35,16 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    with EsdbTestServer(host=args.host, port=args.port) as server:
+    server = EsdbTestServer(host=args.host, port=args.port)
+    try:
+        server.start()
+    except PortInUseError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except OSError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+        return 1
+    with server:
         print(f"EventStoreDB test server listening: {server.uri}", flush=True)
         while not done.wait(1.0):
             pass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
@@ -21,6 +23,38 @@ _MAX_MESSAGE_BYTES: Final = 32 * 1024 * 1024
 _DEFAULT_MAX_WORKERS: Final = 256
 
 
+class PortInUseError(OSError):
+    """The port the test server was asked to listen on is taken by another socket."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(errno.EADDRINUSE, f"port {port} on {host} is already in use")
+        self.host = host
+        self.port = port
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    """Whether binding ``host:port`` fails with EADDRINUSE (classified by errno)."""
+    if port == 0:
+        return False
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            # As gRPC binds: a restart must not trip over its own connections in TIME_WAIT.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return True
+    return False
+
+
 class EsdbTestServer:
     """An in-process, in-memory EventStoreDB-compatible gRPC server: a test double.
 
@@ -28,7 +62,14 @@ class EsdbTestServer:
     everything in GRPC_SPEC.md. It is never a production store: data lives in memory only.
 
     The data outlives ``stop()``: ``start()`` again serves the same log on the same port, which
-    lets fault tests cut the connection under a live subscriber and bring the server back.
+    lets fault tests cut the connection under a live subscriber and bring the server back, as a
+    real node's restart keeps its database.
+
+    ``caught_up=False`` emulates a server before 23.10: catch-up subscriptions never send the
+    ``caught_up`` message (nor a checkpoint at the end of a filtered catch-up).
+
+    ``EsdbTestServer(port=N)`` raises :class:`OSError` saying ``port N on HOST is already in
+    use`` when another process listens there.
 
     Example::
 
@@ -43,12 +84,13 @@ class EsdbTestServer:
         *,
         max_append_size: int = DEFAULT_MAX_APPEND_SIZE,
         max_workers: int = _DEFAULT_MAX_WORKERS,
+        caught_up: bool = True,
     ) -> None:
         self._host = host
         self._port = port
         self._max_workers = max_workers
         self._log = Log()
-        self._streams = StreamsService(self._log, max_append_size=max_append_size)
+        self._streams = StreamsService(self._log, max_append_size=max_append_size, caught_up=caught_up)
         self._cluster = ClusterServices(host, port)
         self._server: grpc.Server | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -100,6 +142,9 @@ class EsdbTestServer:
         with self._lock:
             if self._server is not None:
                 return self
+            # Checked before gRPC tries, which would log a multi-line bind error of its own.
+            if _port_in_use(self._host, self._port):
+                raise PortInUseError(self._host, self._port)
             executor = ThreadPoolExecutor(
                 max_workers=self._max_workers, thread_name_prefix="esdb-test-server"
             )
@@ -117,9 +162,13 @@ class EsdbTestServer:
                 port = server.add_insecure_port(f"{self._host}:{self._port}")
             except RuntimeError as exc:
                 executor.shutdown(wait=False)
+                if _port_in_use(self._host, self._port):
+                    raise PortInUseError(self._host, self._port) from None
                 raise OSError(f"Cannot listen on {self._host}:{self._port}: {exc}") from exc
             if port == 0:
                 executor.shutdown(wait=False)
+                if _port_in_use(self._host, self._port):
+                    raise PortInUseError(self._host, self._port)
                 raise OSError(f"Cannot listen on {self._host}:{self._port}.")
             self._port = port
             self._cluster.port = port

@@ -240,9 +240,13 @@ class _AllSubscriptionState:
 class StreamsService:
     """Handlers for the Streams service, bound to one ``Log``."""
 
-    def __init__(self, log: Log, max_append_size: int = DEFAULT_MAX_APPEND_SIZE) -> None:
+    def __init__(
+        self, log: Log, max_append_size: int = DEFAULT_MAX_APPEND_SIZE, *, caught_up: bool = True
+    ) -> None:
         self._log = log
         self._max_append_size = max_append_size
+        #: False emulates EventStoreDB before 23.10: no caught_up message, no end-of-catch-up checkpoint.
+        self.caught_up = caught_up
         self.latency = 0.0
         self._drop_generation = 0
 
@@ -484,7 +488,8 @@ class StreamsService:
                 _abort_deleted(context, name)
             if not caught_up:
                 caught_up = True
-                yield _ReadResp(caught_up=_ReadResp.CaughtUp())
+                if self.caught_up:
+                    yield _ReadResp(caught_up=_ReadResp.CaughtUp())
             self._log.wait_for_records_after(head, _IDLE_WAIT_SECONDS)
 
     def _subscribe_all(
@@ -523,7 +528,7 @@ class StreamsService:
             )
             if not context.is_active():
                 return
-            if filtered:
+            if filtered and self.caught_up:
                 if state.last_delivered is not None:
                     end_checkpoint: int | None = state.last_delivered
                 elif all_option == "position":
@@ -533,7 +538,8 @@ class StreamsService:
                     end_checkpoint = state.cursor or None
                 if end_checkpoint is not None:
                     yield from self._checkpoint(state, end_checkpoint)
-        yield _ReadResp(caught_up=_ReadResp.CaughtUp())
+        if self.caught_up:
+            yield _ReadResp(caught_up=_ReadResp.CaughtUp())
         while context.is_active():
             self._raise_if_dropped(generation, context)
             records = self._log.records_from(state.cursor + 1, _CHUNK)
