@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
 from eventsourcing_cqrs.errors import InvalidInputError
 
-__all__ = ["MASK", "SQLiteURI", "ambiguous_userinfo", "parse_sqlite_uri", "redact_text", "redact_uri"]
+__all__ = ["MASK", "SQLiteURI", "parse_sqlite_uri", "redact_text", "redact_uri", "refuse_ambiguous_userinfo"]
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -204,8 +204,14 @@ def redact_text(text: str, *uris: object) -> str:
     return text
 
 
-def ambiguous_userinfo(uri: str) -> bool:
-    """Whether ``uri`` cannot be read with certainty (see :func:`redact_uri`): a driver given it
-    might take part of a password for a host, and then print it."""
+def refuse_ambiguous_userinfo(uri: str, what: str) -> None:
+    """Raise :class:`InvalidInputError` if ``uri`` cannot be read with certainty (see
+    :func:`redact_uri`): a driver given it might take part of a password for a host, and then
+    print it."""
     match = _SCHEME.match(uri)
-    return match is not None and _redact(uri).shown == f"{match[1]}:{MASK}"
+    if match is not None and _redact(uri).shown == f"{match[1]}:{MASK}":
+        raise InvalidInputError(
+            what,
+            redact_uri(uri),
+            "it cannot be read unambiguously: percent-encode '/', '?', '#' and '@' in the password",
+        )

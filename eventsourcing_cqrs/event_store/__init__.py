@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from eventsourcing_cqrs._uri import ambiguous_userinfo, parse_sqlite_uri, redact_uri
+from eventsourcing_cqrs._uri import parse_sqlite_uri, redact_uri, refuse_ambiguous_userinfo
 from eventsourcing_cqrs.errors import EventStoreUnavailableError, InvalidInputError
 from eventsourcing_cqrs.event_store.memory import InMemoryEventStore
 from eventsourcing_cqrs.event_store.port import (
@@ -72,13 +72,7 @@ def connect(uri: str) -> EventStore:
         parsed.refuse_other_options()
         return SQLiteEventStore(parsed.path, durable=parsed.durable)
     if scheme in ("esdb", "esdb+discover"):
-        if ambiguous_userinfo(uri):
-            # esdbclient would take part of the password for a host, and name it in errors.
-            raise InvalidInputError(
-                "event store URI",
-                redact_uri(uri),
-                "it cannot be read unambiguously: percent-encode '/', '?', '#' and '@' in the password",
-            )
+        refuse_ambiguous_userinfo(uri, "event store URI")  # esdbclient would misread its hosts
         try:
             from eventsourcing_cqrs.event_store.esdb import EsdbEventStore  # noqa: PLC0415 - optional extra
         except ImportError as exc:

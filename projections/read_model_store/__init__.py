@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from eventsourcing_cqrs._uri import ambiguous_userinfo, parse_sqlite_uri, redact_uri
+from eventsourcing_cqrs._uri import parse_sqlite_uri, redact_uri, refuse_ambiguous_userinfo
 from eventsourcing_cqrs.errors import InvalidInputError
 from projections.read_model_store.memory import InMemoryReadModelStore
 from projections.read_model_store.port import (
@@ -76,13 +76,7 @@ def connect(uri: str) -> ReadModelStore:
     if scheme in ("postgresql", "postgres"):
         from projections.read_model_store.postgres import PostgresReadModelStore  # noqa: PLC0415 - psycopg is an extra
 
-        if ambiguous_userinfo(uri):
-            # libpq would read part of the password as a host or a path, and name it in errors.
-            raise InvalidInputError(
-                "read model store URI",
-                redact_uri(uri),
-                "it cannot be read unambiguously: percent-encode '/', '?', '#' and '@' in the password",
-            )
+        refuse_ambiguous_userinfo(uri, "read model store URI")  # libpq would misread its hosts
         parts = urlsplit(uri)
         options = dict(parse_qsl(parts.query))
         schema = options.pop("schema", "read_models")
