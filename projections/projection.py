@@ -32,8 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from eventsourcing_cqrs.errors import InvalidInputError
-from eventsourcing_cqrs.event_store.port import EventFilter, RecordedEvent
+from eventsourcing_cqrs.event_store.port import EventFilter, RecordedEvent, validate_count, validate_seconds
 from eventsourcing_cqrs.messages import DomainEvent, Metadata
 from eventsourcing_cqrs.serialization import EventRegistry
 from projections.errors import ProjectionDefinitionError
@@ -55,22 +54,6 @@ class FailurePolicy(enum.Enum):
     PARK = "park"
 
 
-def _require_count(what: str, value: object, unit: str) -> None:
-    """Refuse anything but a whole number of at least 1 (a bool is not one) with InvalidInputError."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInputError(what, value, f"give a whole number of {unit}, not {type(value).__name__}")
-    if value < 1:
-        raise InvalidInputError(what, value, "it must be at least 1")
-
-
-def _require_seconds(what: str, value: object) -> None:
-    """Refuse anything but a number of seconds, zero or more (not a bool, not NaN), with InvalidInputError."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidInputError(what, value, f"give a number of seconds, not {type(value).__name__}")
-    if not value >= 0:  # also refuses NaN
-        raise InvalidInputError(what, value, "it must be zero or more seconds")
-
-
 @dataclass(frozen=True, slots=True)
 class Backoff:
     """How a failing event is retried: ``max_attempts`` in all, waiting ``base_delay`` seconds
@@ -85,9 +68,9 @@ class Backoff:
     max_delay: float = 5.0
 
     def __post_init__(self) -> None:
-        _require_count("Backoff max_attempts", self.max_attempts, "attempts")
-        _require_seconds("Backoff base_delay", self.base_delay)
-        _require_seconds("Backoff max_delay", self.max_delay)
+        validate_count(self.max_attempts, "Backoff max_attempts", "attempts")
+        validate_seconds(self.base_delay, "Backoff base_delay", zero_allowed=True)
+        validate_seconds(self.max_delay, "Backoff max_delay", zero_allowed=True)
 
     def delay(self, attempt: int) -> float:
         """The pause after failed attempt number ``attempt`` (from 1), in seconds."""

@@ -47,7 +47,15 @@ from eventsourcing_cqrs.errors import (
     EventStoreTimeoutError,
     EventStoreUnavailableError,
 )
-from eventsourcing_cqrs.event_store.port import CaughtUp, Checkpoint, EventFilter, EventReader, RecordedEvent
+from eventsourcing_cqrs.event_store.port import (
+    CaughtUp,
+    Checkpoint,
+    EventFilter,
+    EventReader,
+    RecordedEvent,
+    validate_count,
+    validate_seconds,
+)
 from projections._batching import BatchPolicy
 from projections._progress import ProgressCallback, ProgressTracker, RebuildReport
 from projections.errors import (
@@ -62,7 +70,7 @@ from projections.errors import (
     ReadModelStoreUnavailableError,
     RunnerAlreadyRunningError,
 )
-from projections.projection import Backoff, FailurePolicy, Projection, _require_count, _require_seconds
+from projections.projection import Backoff, FailurePolicy, Projection
 from projections.read_model_store.port import Generation, Lease, LeaseRole, ProjectionState, ReadModelStore
 from projections.status import ProjectionStatus, events_after, projection_status, wait_until_reflected
 
@@ -170,8 +178,8 @@ class ProjectionRunner:
         checkpoint_interval: int = 500,
         store_backoff: Backoff | None = None,
     ) -> None:
-        _require_count("batch_size", batch_size, "events")
-        _require_seconds("batch_delay", batch_delay)
+        validate_count(batch_size, "batch_size", "events")
+        validate_seconds(batch_delay, "batch_delay", zero_allowed=True)
         self._projection = projection
         self._name = projection.name
         self._filter: EventFilter = projection.event_filter()

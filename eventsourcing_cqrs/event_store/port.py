@@ -76,6 +76,7 @@ __all__ = [
     "checked_subscribe",
     "validate_backwards",
     "validate_checkpoint_interval",
+    "validate_count",
     "validate_events",
     "validate_expected_version",
     "validate_filter",
@@ -450,6 +451,18 @@ def validate_filter(filter: object) -> EventFilter:
     return filter
 
 
+def validate_count(value: object, field_name: str, unit: str) -> int:
+    """Return ``value`` if it is a whole number of at least 1 (a bool is not one), else raise
+    :class:`InvalidInputError`. For counts of ``unit`` (events, attempts) given as arguments."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(
+            field_name, value, f"give a whole number of {unit}, not {type(value).__name__}"
+        )
+    if value < 1:
+        raise InvalidInputError(field_name, value, "it must be at least 1")
+    return value
+
+
 def validate_checkpoint_interval(interval: object) -> int:
     """Return ``interval`` if it is an ``int`` of at least 1, else raise :class:`InvalidInputError`."""
     if isinstance(interval, bool) or not isinstance(interval, int):
@@ -458,20 +471,19 @@ def validate_checkpoint_interval(interval: object) -> int:
             interval,
             f"a checkpoint interval must be an integer, not {type(interval).__name__}",
         )
-    if interval < 1:
-        raise InvalidInputError("checkpoint_interval", interval, "a checkpoint interval must be at least 1")
-    return interval
+    return validate_count(interval, "checkpoint_interval", "events")
 
 
 def validate_seconds(value: object, field_name: str, *, zero_allowed: bool = False) -> float:
     """Return ``value`` as a float if it is a finite number of seconds above zero (or zero, if
-    ``zero_allowed``), else raise :class:`InvalidInputError`. For the adapters' timeouts."""
+    ``zero_allowed``), else raise :class:`InvalidInputError` (also for a bool or NaN). For
+    timeouts, polling intervals and delays given as arguments, on both sides."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInputError(field_name, value, f"give a number of seconds, not {type(value).__name__}")
     seconds = float(value)
     if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero_allowed):
         bound = "zero or more" if zero_allowed else "more than zero"
-        raise InvalidInputError(field_name, value, f"give a finite number of seconds, {bound}")
+        raise InvalidInputError(field_name, value, f"it must be finite and {bound} seconds")
     return seconds
 
 
