@@ -18,7 +18,7 @@ import pytest
 
 from eventsourcing_cqrs.testing.esdb_server import EsdbEndpoint, EsdbTestServer
 
-__all__ = ["ESDB_URI_ENV", "EsdbEndpoint", "esdb_server"]
+__all__ = ["ESDB_URI_ENV", "EsdbEndpoint", "esdb_secure_server", "esdb_server"]
 
 ESDB_URI_ENV = "ESDB_URI"
 
@@ -32,3 +32,17 @@ def esdb_server() -> Iterator[EsdbEndpoint]:
         return
     with EsdbTestServer() as server:
         yield EsdbEndpoint(uri=server.uri, server=server)
+
+
+@pytest.fixture(scope="session")
+def esdb_secure_server() -> Iterator[EsdbEndpoint]:
+    """One secure in-process EventStoreDB for the session: TLS (``ca_file`` is its CA), the
+    default users ``admin:changeit`` (``$admins``) and ``ops:changeit`` (``$ops``), and 24.10's
+    default access rules. ``uri`` is the admin's; ``server.uri_for(user, password)`` another's.
+    It ignores ``ESDB_URI`` (which names one server, usually insecure) and needs the
+    ``esdb-testing`` extra (``cryptography``)."""
+    server = EsdbTestServer(tls=True).start()
+    try:
+        yield EsdbEndpoint(uri=server.uri, server=server, ca_file=server.ca_file)
+    finally:
+        server.close()

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 from esdbclient import EventStoreDBClient, NewEvent, StreamState
-from esdbclient.exceptions import ConsumerTooSlow, GrpcError
+from esdbclient.exceptions import ConsumerTooSlow, ExceptionThrownByHandler, GrpcError
 
 from eventsourcing_cqrs.testing.esdb_fixtures import EsdbEndpoint
 from eventsourcing_cqrs.testing.esdb_server import EsdbTestServer
@@ -18,7 +18,7 @@ from eventsourcing_cqrs.testing.esdb_server import EsdbTestServer
 
 def test_server_restarted_on_the_same_port_keeps_its_data() -> None:
     stream = f"Test-{uuid.uuid4()}"
-    with EsdbTestServer() as server:
+    with EsdbTestServer(strict=True) as server:
         port = server.port
         with EventStoreDBClient(server.uri) as client:
             client.append_events(
@@ -43,7 +43,7 @@ def test_server_restarted_on_the_same_port_keeps_its_data() -> None:
 
 
 def test_dropped_subscriptions_raise_consumer_too_slow() -> None:
-    with EsdbTestServer() as server, EventStoreDBClient(server.uri) as client:
+    with EsdbTestServer(strict=True) as server, EventStoreDBClient(server.uri) as client:
         subscription = client.subscribe_to_all(from_end=True, include_caught_up=True, timeout=10)
         items = iter(subscription)
         next(items)
@@ -90,3 +90,48 @@ def test_module_runs_as_a_command_until_sigterm() -> None:
         finally:
             if process.poll() is None:
                 process.kill()
+
+
+def _start_cli(*args: str) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "eventsourcing_cqrs.testing.esdb_server", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    return process, process.stdout.readline()
+
+
+def test_module_exits_cleanly_on_two_sigterms_back_to_back() -> None:
+    # Ten processes at once, so the race between the two signals is exercised ten times.
+    started = [_start_cli() for _ in range(10)]
+    try:
+        for process, banner in started:
+            assert banner.startswith("EventStoreDB test server listening: esdb://"), banner
+            process.send_signal(signal.SIGTERM)
+            process.send_signal(signal.SIGTERM)
+        assert [process.wait(timeout=10) for process, _ in started] == [0] * 10
+    finally:
+        for process, _ in started:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            assert process.stdout is not None
+            process.stdout.close()
+
+
+def test_module_strict_flag_serves_a_strict_server() -> None:
+    process, banner = _start_cli("--strict")
+    try:
+        uri = banner.rsplit(" ", 1)[-1].strip()
+        with EventStoreDBClient(uri) as client, pytest.raises(ExceptionThrownByHandler):
+            client.get_stream("")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        assert process.stdout is not None
+        process.stdout.close()

@@ -6,9 +6,17 @@ take short snapshots under the same lock and wait on a condition for new records
 
 Expected versions use EventStoreDB's internal longs (``ANY = -2``, ``NO_STREAM = -1``,
 ``STREAM_EXISTS = -4``, or an exact revision) so that error texts can quote them verbatim.
-The commit decision is ``IndexWriter.CheckCommit`` as GRPC_SPEC §4 gives it. Unlike the real
-server, idempotency by event id is not limited to a bounded cache of recent writes: this log is
-"more idempotent" than EventStoreDB for very old writes.
+The commit decision is ``IndexWriter.CheckCommit`` as GRPC_SPEC §4 gives it. For ``ANY`` and
+``STREAM_EXISTS`` the real server recognises a re-append only through a bounded cache of recently
+committed event ids (see ``_idempotency.py``). A ``Log`` given a ``CommittedEventsCache`` (strict
+mode) does the same; without one (lenient, the default) every event id ever written counts, so the
+log is "more idempotent" than EventStoreDB for old writes and across restarts. Exact expected
+versions (and ``NO_STREAM``) are checked against the log itself in both modes, as the real
+``CheckCommit`` falls back to ``IndexReader.ReadPrepare``.
+
+Positions: the seed record sits at ``_FIRST_POSITION`` and every record is followed by a gap
+(``_RECORD_OVERHEAD`` plus its size), as real positions are byte offsets of records in the
+transaction file. :meth:`Log.is_boundary` tells which positions a real server could read from.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+
+from eventsourcing_cqrs.testing.esdb_server._idempotency import CommittedEventsCache
 
 ANY: Final = -2
 NO_STREAM: Final = -1
@@ -141,8 +151,11 @@ class Log:
     so that subscriptions can wait for new records without polling hard.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, committed_events: CommittedEventsCache | None = None) -> None:
         self._lock = threading.RLock()
+        #: Strict mode: the bounded id cache that alone decides ANY/EXISTS idempotency.
+        self._committed_events = committed_events
+        self._record_end = 0
         self.changed = threading.Condition(self._lock)
         self._records: list[Record] = []
         self._positions: list[int] = []
@@ -217,6 +230,9 @@ class Log:
                 created_ticks=now_ticks(),
             )
             self._next_position += _RECORD_OVERHEAD + 2 * len(TOMBSTONE_TYPE)
+            self._record_end = self._next_position
+            if self._committed_events is not None:
+                self._committed_events.put(record.event_id, stream, record.number)
             self._records.append(record)
             self._positions.append(record.position)
             self._tombstones[stream] = record
@@ -241,6 +257,10 @@ class Log:
                 created_ticks=created,
             )
             self._next_position += _RECORD_OVERHEAD + event.size
+            self._record_end = self._next_position
+            if self._committed_events is not None:
+                # IndexWriter.PreCommit caches every written prepare, system writes included.
+                self._committed_events.put(record.event_id, stream, record.number)
             numbered.append(record)
             by_id[record.event_id] = record
             self._records.append(record)
@@ -288,6 +308,8 @@ class Log:
         return _Ok(undelete=soft_deleted)
 
     def _check_by_ids(self, stream: str, current: int, ids: Sequence[str], soft_deleted: bool) -> _Decision:
+        if self._committed_events is not None:
+            return self._check_by_cached_ids(stream, current, ids, soft_deleted)
         by_id = self._ids.get(stream, {})
         if not ids or ids[0] not in by_id:
             return _Ok(undelete=soft_deleted)
@@ -295,6 +317,31 @@ class Log:
             last = by_id[ids[-1]]
             return _Idempotent(last.number, last.position)
         return WrongVersion(current)
+
+    def _check_by_cached_ids(
+        self, stream: str, current: int, ids: Sequence[str], soft_deleted: bool
+    ) -> _Decision:
+        # IndexWriter.CheckCommit (24.10): a miss on the first id is a new write (all events are
+        # appended again, duplicates included); a miss on a later id is CorruptedIdempotency,
+        # which the gRPC layer reports as a wrong expected version.
+        assert self._committed_events is not None
+        last = None
+        for index, event_id in enumerate(ids):
+            cached = self._committed_events.get(event_id)
+            if cached is None or cached.stream != stream:
+                return _Ok(undelete=soft_deleted) if index == 0 else WrongVersion(current)
+            last = cached
+        if last is None:
+            return _Ok(undelete=soft_deleted)
+        record = self._stream_record(stream, last.number)
+        # The real server reads the position back from the index; -1 if it is gone.
+        return _Idempotent(last.number, record.position if record is not None else -1)
+
+    def clear_idempotency_cache(self) -> None:
+        """Forget the recently committed event ids (strict mode), as a node restart does."""
+        with self._lock:
+            if self._committed_events is not None:
+                self._committed_events.clear()
 
     def _check_replay(
         self, stream: str, current: int, expected: int, ids: Sequence[str], soft_deleted: bool
@@ -364,8 +411,13 @@ class Log:
     def stream_record(self, stream: str, number: int) -> Record | None:
         """Record ``number`` of ``stream``, or ``None``."""
         with self._lock:
-            numbered = self._streams.get(stream, [])
-            return numbered[number] if 0 <= number < len(numbered) else None
+            return self._stream_record(stream, number)
+
+    def _stream_record(self, stream: str, number: int) -> Record | None:
+        if number == DELETED_STREAM_NUMBER:
+            return self._tombstones.get(stream)
+        numbered = self._streams.get(stream, [])
+        return numbered[number] if 0 <= number < len(numbered) else None
 
     def tombstone_record(self, stream: str) -> Record | None:
         """The ``$streamDeleted`` record of ``stream`` if it is tombstoned."""
@@ -379,6 +431,26 @@ class Log:
         """Position of the last record in the log."""
         with self._lock:
             return self._positions[-1]
+
+    @property
+    def end(self) -> int:
+        """The writer checkpoint: the position after the last record (or any empty append)."""
+        with self._lock:
+            return self._next_position
+
+    def is_boundary(self, position: int) -> bool:
+        """Whether a real transaction file could start or end a read at ``position``.
+
+        That is 0 (the start), the position of a record, the position just after the last
+        record, or the writer checkpoint. Any other position lies inside a record (or inside the
+        system records a real node writes before the seed), where EventStoreDB's chunk reader
+        fails with ``InvalidReadException``.
+        """
+        with self._lock:
+            if position in (0, self._record_end, self._next_position):
+                return True
+            index = bisect_left(self._positions, position)
+            return index < len(self._positions) and self._positions[index] == position
 
     def records_from(self, position: int, limit: int) -> list[Record]:
         """Up to ``limit`` records with ``position >= position``, ascending."""

@@ -22,6 +22,7 @@ from esdbclient.protos.Grpc import code_pb2, shared_pb2, status_pb2, streams_pb2
 from google.protobuf import any_pb2, empty_pb2
 from google.protobuf.message import Message
 
+from eventsourcing_cqrs.testing.esdb_server._dotnet_regex import DotnetRegexError, compile_dotnet
 from eventsourcing_cqrs.testing.esdb_server._log import (
     ANY,
     DELETED_STREAM_NUMBER,
@@ -36,6 +37,7 @@ from eventsourcing_cqrs.testing.esdb_server._log import (
     Written,
     WrongVersion,
 )
+from eventsourcing_cqrs.testing.esdb_server._security import ALL_STREAM, Access, Security
 
 SERVICE_NAME: Final = "event_store.client.streams.Streams"
 DEFAULT_MAX_APPEND_SIZE: Final = 1_048_576
@@ -52,6 +54,13 @@ _CONSUMER_TOO_SLOW: Final = (
     "Operation timed out: Consumer too slow to handle event while live. Client resubscription required."
 )
 _HANDLER_EXCEPTION: Final = "Exception was thrown by handler."
+_INT64_LIMIT: Final = 2**63
+# Strict mode texts, from EventStoreDB 24.10 RpcExceptions.cs (UnknownError, InvalidPositionException)
+# and BatchAppend's Status.BadRequest(ex.Message) for WriteEvents' ArgumentOutOfRangeException.
+_INVALID_POSITION: Final = "Trying to read from an invalid position."
+_INVALID_STREAM_ID: Final = (
+    "Specified argument was out of the range of valid values. (Parameter 'eventStreamId')"
+)
 _REQUIRED_METADATA: Final = ("type", "content-type")
 _JSON: Final = "application/json"
 _BINARY: Final = "application/octet-stream"
@@ -190,30 +199,36 @@ def _default_all_filter(record: Record) -> bool:
 _FilterExpression = streams_pb2.ReadReq.Options.FilterOptions.Expression
 
 
-def _expression_matcher(expression: _FilterExpression) -> Callable[[str], bool]:
+def _expression_matcher(expression: _FilterExpression, strict: bool = False) -> Callable[[str], bool]:
     # .NET Regex.Match is an unanchored search; an empty regex means "use the prefixes".
     if expression.regex:
-        pattern = re.compile(expression.regex)
+        pattern = compile_dotnet(expression.regex) if strict else re.compile(expression.regex)
         return lambda value: pattern.search(value) is not None
     prefixes = tuple(expression.prefix)
     return lambda value: value.startswith(prefixes)
 
 
-def _record_filter(options: streams_pb2.ReadReq.Options, context: grpc.ServicerContext) -> _Predicate:
+def _record_filter(
+    options: streams_pb2.ReadReq.Options, context: grpc.ServicerContext, strict: bool = False
+) -> _Predicate:
     try:
-        return _compile_record_filter(options)
+        return _compile_record_filter(options, strict)
+    except DotnetRegexError:
+        # 24.10: `new Regex(...)` throws inside Streams.ConvertToEventFilter (Streams.Read.cs), outside
+        # any handler, so grpc-dotnet answers with its generic text before the first message.
+        _abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
     except re.error as exc:
         _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"Invalid filter expression: {exc}.")
 
 
-def _compile_record_filter(options: streams_pb2.ReadReq.Options) -> _Predicate:
+def _compile_record_filter(options: streams_pb2.ReadReq.Options, strict: bool = False) -> _Predicate:
     if options.WhichOneof("filter_option") != "filter":
         return _default_all_filter
     filter_options = options.filter
     if filter_options.WhichOneof("filter") == "stream_identifier":
-        by_stream = _expression_matcher(filter_options.stream_identifier)
+        by_stream = _expression_matcher(filter_options.stream_identifier, strict)
         return lambda record: _default_all_filter(record) and by_stream(record.stream)
-    by_type = _expression_matcher(filter_options.event_type)
+    by_type = _expression_matcher(filter_options.event_type, strict)
     return lambda record: _default_all_filter(record) and by_type(record.type)
 
 
@@ -241,14 +256,23 @@ class StreamsService:
     """Handlers for the Streams service, bound to one ``Log``."""
 
     def __init__(
-        self, log: Log, max_append_size: int = DEFAULT_MAX_APPEND_SIZE, *, caught_up: bool = True
+        self,
+        log: Log,
+        max_append_size: int = DEFAULT_MAX_APPEND_SIZE,
+        *,
+        caught_up: bool = True,
+        strict: bool = False,
     ) -> None:
         self._log = log
         self._max_append_size = max_append_size
+        #: True reproduces EventStoreDB 24.10 where the lenient default is kinder (EsdbTestServer docs).
+        self._strict = strict
         #: False emulates EventStoreDB before 23.10: no caught_up message, no end-of-catch-up checkpoint.
         self.caught_up = caught_up
         self.latency = 0.0
         self._drop_generation = 0
+        #: Set on a secure (TLS) node: who may do what (``_security.py``); ``None`` allows every call.
+        self.security: Security | None = None
 
     def drop_subscriptions(self) -> None:
         """Abort every open subscription as EventStoreDB 23.10 aborted a slow consumer."""
@@ -258,6 +282,14 @@ class StreamsService:
     def _raise_if_dropped(self, generation: int, context: grpc.ServicerContext) -> None:
         if generation != self._drop_generation:
             _abort(context, grpc.StatusCode.ABORTED, _CONSUMER_TOO_SLOW)
+
+    def _allowed(self, context: grpc.ServicerContext, stream: str, access: Access) -> bool:
+        return self.security is None or self.security.allows(context, stream, access)
+
+    def _authorize(self, context: grpc.ServicerContext, stream: str, access: Access) -> None:
+        """End the call with PERMISSION_DENIED unless its caller may do ``access`` on ``stream``."""
+        if self.security is not None and not self.security.allows(context, stream, access):
+            self.security.deny(context)
 
     def _delay(self, context: grpc.ServicerContext) -> None:
         """Injected latency before any work, cut short when the caller gives up."""
@@ -326,6 +358,8 @@ class StreamsService:
             )
         if options.uuid_option.WhichOneof("content") is None:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "The UUID option is missing.")
+        target = options.stream.stream_identifier.stream_name.decode(errors="replace")
+        self._authorize(context, target if stream_option == "stream" else ALL_STREAM, Access.READ)
         structured = options.uuid_option.WhichOneof("content") == "structured"
         responses = (
             self._read_stream(options, structured, context)
@@ -375,6 +409,10 @@ class StreamsService:
     ) -> Iterator[_ReadResp]:
         stream_options = options.stream
         name = _stream_name(stream_options.stream_identifier)
+        if self._strict and not name:
+            # 24.10: an empty StreamIdentifier converts to a null string, and the enumerators'
+            # constructors throw ArgumentNullException (Enumerator.ReadStream*.cs, StreamSubscription.cs).
+            _abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
         if options.WhichOneof("count_option") == "subscription":
             yield from self._subscribe_stream(options, name, structured, context)
             return
@@ -417,9 +455,11 @@ class StreamsService:
         if options.WhichOneof("count_option") == "subscription":
             yield from self._subscribe_all(options, structured, context)
             return
-        matches = _record_filter(options, context)
+        matches = _record_filter(options, context, self._strict)
         all_option = options.all.WhichOneof("all_option")
         backwards = options.read_direction == streams_pb2.ReadReq.Options.Backwards
+        if self._strict and all_option == "position" and not self._check_read_all_position(options, context):
+            return
         if all_option == "position":
             position = options.all.position.commit_position
         elif all_option == "start":
@@ -441,6 +481,41 @@ class StreamsService:
                     remaining -= 1
                     if remaining <= 0:
                         return
+
+    def _check_read_all_position(
+        self, options: streams_pb2.ReadReq.Options, context: grpc.ServicerContext
+    ) -> bool:
+        """Strict: fail as EventStoreDB 24.10 does for a position no record starts at.
+
+        ``StorageReaderWorker.ReadAllEvents*`` answers ``InvalidPosition`` for a position that
+        does not fit a signed 64-bit value (other than ``Position.End``) and when the chunk reader
+        throws ``InvalidReadException`` (``TFChunkReadSide.cs``: the bytes at that offset are not a
+        record's length prefix/suffix). The ``Enumerator.ReadAll*`` classes turn any result but
+        ``Success``/``AccessDenied`` into ``UNKNOWN "Unexpected ReadAllResult: <result>"`` (or
+        ``FilteredReadAllResult``; ``RpcExceptions.UnknownError``). Forwards, a position after the
+        last record's is past ``LastIndexedPosition`` and reads nothing (``AllReader.cs``);
+        backwards, one after the writer checkpoint makes ``TFChunkReader.TryReadPrev`` throw a
+        plain exception: ``Error``. Uncertain: a position inside a record whose bytes happen to
+        look like a valid record would not fail on a real server; here it always fails.
+
+        Return False when the read is valid but must return nothing.
+        """
+        position = options.all.position
+        commit, prepare = position.commit_position, position.prepare_position
+        if commit == prepare == _UINT64_MAX:
+            return True  # Position.End, the same as `end`
+        filtered = options.WhichOneof("filter_option") == "filter"
+        result = "FilteredReadAllResult" if filtered else "ReadAllResult"
+        if commit >= _INT64_LIMIT or prepare >= _INT64_LIMIT:
+            _abort(context, grpc.StatusCode.UNKNOWN, f"Unexpected {result}: InvalidPosition")
+        if options.read_direction == streams_pb2.ReadReq.Options.Backwards:
+            if commit > self._log.end:
+                _abort(context, grpc.StatusCode.UNKNOWN, f"Unexpected {result}: Error")
+        elif commit > self._log.head:
+            return False
+        if not self._log.is_boundary(commit):
+            _abort(context, grpc.StatusCode.UNKNOWN, f"Unexpected {result}: InvalidPosition")
+        return True
 
     # ------------------------------------------------------------------- subscriptions
 
@@ -504,7 +579,7 @@ class StreamsService:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "checkpointIntervalMultiplier must be greater than 0.",
             )
-        matches = _record_filter(options, context)
+        matches = _record_filter(options, context, self._strict)
         all_option = options.all.WhichOneof("all_option")
         if all_option == "position":
             start = options.all.position.commit_position
@@ -513,10 +588,16 @@ class StreamsService:
         else:
             start = 0
         state = _AllSubscriptionState(cursor=start, filtered=filtered, interval=multiplier * window)
+        go_live = all_option == "end"
+        if self._strict:
+            # A real server may send a checkpoint at 0 (Enumerator.AllSubscriptionFiltered.cs).
+            state.last_checkpoint = -1
         context.add_callback(self._log.wake_all)
         generation = self._drop_generation
         yield _ReadResp(confirmation=_ReadResp.SubscriptionConfirmation(subscription_id=str(uuid.uuid4())))
-        if all_option != "end":
+        if self._strict and all_option == "position":
+            go_live = self._strict_subscription_start(options, state, context)
+        if not go_live:
             yield from self._catch_up_all(
                 generation=generation,
                 state=state,
@@ -533,6 +614,11 @@ class StreamsService:
                     end_checkpoint: int | None = state.last_delivered
                 elif all_option == "position":
                     end_checkpoint = start
+                elif self._strict:
+                    # 24.10 sends its `checkpoint` variable, still TFPos(-1,-1) = Position.End unless an
+                    # interval checkpoint moved it (Enumerator.AllSubscriptionFiltered.cs CatchUp); its
+                    # MoveNextAsync then drops every later checkpoint as not after End.
+                    end_checkpoint = state.last_checkpoint if state.last_checkpoint >= 0 else _UINT64_MAX
                 else:
                     # Real 24.x sends Position.End here, which exceeds the head (GRPC_SPEC §10.4).
                     end_checkpoint = state.cursor or None
@@ -555,6 +641,36 @@ class StreamsService:
                     if state.counter >= state.interval:
                         state.counter = 0
                         yield from self._checkpoint(state, record.position)
+
+    def _strict_subscription_start(
+        self,
+        options: streams_pb2.ReadReq.Options,
+        state: _AllSubscriptionState,
+        context: grpc.ServicerContext,
+    ) -> bool:
+        """Strict: where a 24.10 ``$all`` subscription from a position starts; True = go live now.
+
+        ``Enumerator.AllSubscription[Filtered].MainLoop`` sends the confirmation, then goes live
+        without reading when the position is at or after ``LastIndexedPosition`` (the last
+        record's position), so no end-of-catch-up checkpoint either. Otherwise its first catch-up
+        read from a position inside a record fails with ``InvalidPosition``, which ``Streams.Read``
+        reports as ``INVALID_ARGUMENT`` "Trying to read from an invalid position." A position
+        beyond the signed 64-bit range converts to a negative ``TFPos``, which ``ReadPage`` reads
+        as the start: every event is delivered.
+        """
+        position = options.all.position
+        commit, prepare = position.commit_position, position.prepare_position
+        if commit == prepare == _UINT64_MAX:
+            state.cursor = self._log.head
+            return True
+        if commit >= _INT64_LIMIT or prepare >= _INT64_LIMIT:
+            state.cursor = -1
+            return False
+        if commit >= self._log.head:
+            return True
+        if not self._log.is_boundary(commit):
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, _INVALID_POSITION)
+        return False
 
     def _catch_up_all(
         self,
@@ -611,6 +727,7 @@ class StreamsService:
             name = _stream_name(first.options.stream_identifier)
         except UnicodeDecodeError:
             _abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
+        self._authorize(context, name, Access.WRITE)
         expected = _expected_from_oneof(first.options, "expected_stream_revision", "revision")
         events: list[ProposedEvent] = []
         total_size = 0
@@ -650,6 +767,9 @@ class StreamsService:
             events.append(event)
         if not context.is_active():
             _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        if self._strict and _is_invalid_stream(name):
+            # 24.10: the ClientMessage.WriteEvents constructor throws ArgumentOutOfRangeException.
+            _abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
         outcome = self._log.append(name, expected, events)
         if isinstance(outcome, StreamDeleted):
             _abort_deleted(context, name)
@@ -678,6 +798,18 @@ class StreamsService:
         for request in requests:
             key = request.correlation_id.SerializeToString(deterministic=True)
             if request.HasField("options"):
+                target = request.options.stream_identifier.stream_name.decode(errors="replace")
+                if not self._allowed(context, target, Access.WRITE):  # in-band, as Streams.BatchAppend.cs
+                    denied = _batch_error(
+                        request.correlation_id,
+                        None,
+                        code_pb2.PERMISSION_DENIED,
+                        "AccessDenied",
+                        shared_pb2.AccessDenied(),
+                    )
+                    denied.stream_identifier.CopyFrom(request.options.stream_identifier)
+                    yield denied
+                    continue
                 pending[key] = _PendingBatch(request.correlation_id, request.options)
             batch = pending.get(key)
             if batch is None:
@@ -732,6 +864,16 @@ class StreamsService:
             return _batch_error(
                 batch.correlation_id, options, code_pb2.DEADLINE_EXCEEDED, "Timeout", shared_pb2.Timeout()
             )
+        if self._strict and _is_invalid_stream(name):
+            # 24.10 Streams.BatchAppend.cs: the WriteEvents constructor's exception becomes an in-band
+            # Status.BadRequest(ex.Message).
+            return _batch_error(
+                batch.correlation_id,
+                options,
+                code_pb2.INVALID_ARGUMENT,
+                "BadRequest",
+                shared_pb2.BadRequest(message=_INVALID_STREAM_ID),
+            )
         expected = _expected_from_oneof(options, "expected_stream_position", "stream_position")
         outcome = self._log.append(name, expected, events)
         return _batch_outcome(batch.correlation_id, options, expected, outcome)
@@ -765,6 +907,10 @@ class StreamsService:
             name = _stream_name(options.stream_identifier)
         except UnicodeDecodeError:
             _abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
+        self._authorize(context, name, Access.DELETE)
+        if self._strict and not name:
+            # 24.10: ClientMessage.DeleteStream's constructor runs Ensure.NotNullOrEmpty(eventStreamId).
+            _abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
         self._delay(context)
         if not context.is_active():
             _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
@@ -788,6 +934,11 @@ class StreamsService:
                 ),
             )
         return outcome.position
+
+
+def _is_invalid_stream(name: str) -> bool:
+    """``SystemStreams.IsInvalidStream`` (24.10 ``Services/SystemNames.cs``): empty or ``$$``."""
+    return not name or name == "$$"
 
 
 def _append_wrong_version(current: int, expected: int) -> streams_pb2.AppendResp.WrongExpectedVersion:
