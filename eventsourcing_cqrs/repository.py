@@ -466,11 +466,28 @@ class Repository(Generic[A]):
                 metadata,
                 id=uuid.uuid5(_SNAPSHOT_NAMESPACE, f"{stream}/{version}/{schema}"),
             )
-            self._store.append(stream, [event], expected_version=StreamState.ANY)
+            # An exact expected version, never ANY: EventStoreDB recognises an ANY re-append
+            # only while its bounded cache of recent ids remembers it (a restart empties it).
+            last = self._last_snapshot_record(stream)
+            if last is not None and last.id == event.id:
+                logger.debug("snapshot.already_written", stream=stream, version=version)
+                return
+            expected = StreamState.NO_STREAM if last is None else last.revision
+            self._store.append(stream, [event], expected_version=expected)
+        except WrongExpectedVersionError:
+            # Another process snapshotted this aggregate meanwhile: its snapshot serves as well.
+            logger.debug("snapshot.skipped", stream=stream, version=version, reason="written concurrently")
+            return
         except Exception:  # the events are stored; a failed snapshot only costs replay time
             logger.warning("snapshot.write_failed", stream=stream, version=version, exc_info=True)
             return
         logger.debug("snapshot.written", stream=stream, version=version)
+
+    def _last_snapshot_record(self, stream: str) -> RecordedEvent | None:
+        try:
+            return next(iter(self._store.read_stream(stream, backwards=True, limit=1)), None)
+        except StreamNotFoundError:
+            return None
 
     def _recent_ids_of(self, aggregate: A) -> bytes:
         """The ids of the aggregate's last ``dedup_window`` events: remembered since its load,

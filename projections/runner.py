@@ -47,6 +47,7 @@ from eventsourcing_cqrs.errors import (
     EventStoreTimeoutError,
     EventStoreUnavailableError,
 )
+from eventsourcing_cqrs.event_store import read_after
 from eventsourcing_cqrs.event_store.port import (
     CaughtUp,
     Checkpoint,
@@ -72,7 +73,7 @@ from projections.errors import (
 )
 from projections.projection import Backoff, FailurePolicy, Projection
 from projections.read_model_store.port import Generation, Lease, LeaseRole, ProjectionState, ReadModelStore
-from projections.status import ProjectionStatus, events_after, projection_status, wait_until_reflected
+from projections.status import ProjectionStatus, projection_status, wait_until_reflected
 
 __all__ = ["ProjectionRunner", "RunOutcome"]
 
@@ -531,7 +532,7 @@ class ProjectionRunner:
             lease.release()
 
     def _count_after(self, checkpoint: int | None) -> int:
-        return sum(1 for _ in events_after(self._events, checkpoint, self._filter))
+        return sum(1 for _ in read_after(self._events, checkpoint, filter=self._filter))
 
     # -- following one generation ---------------------------------------------------------
 

@@ -7,11 +7,12 @@ the runner's memory.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from eventsourcing_cqrs.event_store.port import EventFilter, EventReader, RecordedEvent, validate_position
+from eventsourcing_cqrs.event_store import read_after
+from eventsourcing_cqrs.event_store.port import EventReader, RecordedEvent, validate_position
 from projections.errors import ProjectionHaltedError, WaitTimeoutError
 from projections.projection import Projection
 from projections.read_model_store.port import LeaseRole, ProjectionState, ReadModelStore
@@ -19,7 +20,6 @@ from projections.read_model_store.port import LeaseRole, ProjectionState, ReadMo
 __all__ = [
     "BuildingStatus",
     "ProjectionStatus",
-    "events_after",
     "projection_status",
     "wait_for",
     "wait_until_reflected",
@@ -73,31 +73,10 @@ class ProjectionStatus:
     building: BuildingStatus | None
 
 
-def events_after(
-    events: EventReader, checkpoint: int | None, event_filter: EventFilter, limit: int | None = None
-) -> Iterator[RecordedEvent]:
-    """The events passing ``event_filter`` after ``checkpoint``, at most ``limit`` of them.
-
-    Reads from the checkpoint itself and skips it: EventStoreDB accepts only positions where a
-    record sits, so ``checkpoint + 1`` must never be asked for.
-    """
-    if limit == 0:
-        return
-    extra = None if limit is None else limit + 1
-    found = 0
-    for event in events.read_all(from_position=checkpoint, filter=event_filter, limit=extra):
-        if checkpoint is not None and event.position <= checkpoint:
-            continue
-        yield event
-        found += 1
-        if limit is not None and found >= limit:
-            return
-
-
 def _first_pending(
     projection: Projection, events: EventReader, checkpoint: int | None
 ) -> RecordedEvent | None:
-    return next(events_after(events, checkpoint, projection.event_filter(), 1), None)
+    return next(read_after(events, checkpoint, filter=projection.event_filter(), limit=1), None)
 
 
 def projection_status(
@@ -108,7 +87,9 @@ def projection_status(
     live = record.live
     checkpoint = None if live is None else live.checkpoint
     head = events.head_position()
-    lag = sum(1 for _ in events_after(events, checkpoint, projection.event_filter(), count_limit + 1))
+    lag = sum(
+        1 for _ in read_after(events, checkpoint, filter=projection.event_filter(), limit=count_limit + 1)
+    )
     capped = lag > count_limit
     pending = _first_pending(projection, events, checkpoint) if lag else None
     lag_seconds = 0.0

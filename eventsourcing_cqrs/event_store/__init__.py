@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from eventsourcing_cqrs._uri import parse_sqlite_uri, redact_uri, refuse_ambiguous_userinfo
 from eventsourcing_cqrs.errors import EventStoreUnavailableError, InvalidInputError
+from eventsourcing_cqrs.event_store._reading import read_after
 from eventsourcing_cqrs.event_store.memory import InMemoryEventStore
 from eventsourcing_cqrs.event_store.port import (
     CAUSATION_ID_KEY,
@@ -51,6 +52,7 @@ __all__ = [
     "Subscription",
     "SubscriptionItem",
     "connect",
+    "read_after",
 ]
 
 

@@ -349,6 +349,11 @@ class EventFilter:
     EventStoreDB does). System events (types starting with ``$``) are excluded unless
     ``include_system_events`` is true.
 
+    ``regex`` is a Python regular expression. EventStoreDB runs it as a .NET one: the adapter
+    rewrites the one spelling .NET refuses (named groups ``(?P<name>...)``, ``(?P=name)``);
+    the constructs filters use (anchors, alternation, classes, ``\\d``, lookarounds) mean the
+    same in both, while a few do not (``\\Z``, ``\\b`` on non-ASCII text, ``\\p{...}``).
+
     >>> EventFilter.for_event_types(["AccountOpened", "MoneyDeposited"]).matches("MoneyDeposited", "x")
     True
     """
@@ -604,6 +609,12 @@ class EventReader(Protocol):
         Forwards from ``from_position`` *inclusive* (default: the start); backwards from
         ``from_position`` *exclusive* (default: the end). Events are fetched in pages, so memory
         stays flat however many are read.
+
+        ``from_position`` is 0 or a position this store reported (an event's, a checkpoint's, an
+        append's): EventStoreDB reads ``$all`` only from a record, and refuses any other value
+        with :class:`~eventsourcing_cqrs.errors.InvalidInputError`, where the embedded stores
+        start at the next event. To read *after* a position, read from it and skip it
+        (:func:`~eventsourcing_cqrs.event_store.read_after` does), never from ``position + 1``.
         """
         ...
 
@@ -634,6 +645,13 @@ class EventReader(Protocol):
         no matching event at or before a checkpoint is still to come: the embedded stores use
         the last event considered, EventStoreDB the last event delivered (filtered-out events
         after it are passed by a later checkpoint).
+
+        Every checkpoint is a position of ``$all`` that a later ``subscribe(from_position=...)``
+        may resume after. EventStoreDB 24.x ends a filtered catch-up that delivered nothing with
+        a checkpoint at ``Position.End`` (2**64 - 1), and servers before 22.10 could send one
+        past the last event; the EventStoreDB adapter *drops* such checkpoints (the previous one
+        stands), because resuming after them would skip every event written later.
+        ``from_position`` follows the rule of :meth:`read_all`.
         """
         ...
 
@@ -652,8 +670,12 @@ class EventWriter(Protocol):
 
         Raises :class:`WrongExpectedVersionError` (nothing written) on a mismatch and
         :class:`StreamDeletedError` for a tombstoned stream. Re-appending events whose ids are
-        already in the stream at the same expected version writes nothing and returns the
-        original revision and position.
+        already in the stream at the same exact expected version (a revision or ``NO_STREAM``)
+        writes nothing and returns the original revision and position: every store checks that
+        against the stream itself. With ``ANY`` or ``STREAM_EXISTS`` EventStoreDB recognises a
+        re-append only while the ids are in its bounded cache of recent writes, which a restart
+        empties; after that it appends the events again. Effectively-once writers (the
+        repository, snapshots) therefore always give an exact expected version.
         """
         ...
 

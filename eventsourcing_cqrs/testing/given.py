@@ -30,6 +30,7 @@ from typing import Any, Generic, Self, TypeVar
 
 from eventsourcing_cqrs.aggregate import Aggregate
 from eventsourcing_cqrs.bus import CommandBus, CommandResult
+from eventsourcing_cqrs.event_store._reading import read_after
 from eventsourcing_cqrs.event_store.memory import InMemoryEventStore
 from eventsourcing_cqrs.event_store.port import EventStore, StreamState
 from eventsourcing_cqrs.messages import Command, DomainEvent
@@ -191,8 +192,6 @@ class HandlerScenario:
             result = self.bus.dispatch(command, actor=actor)
         except Exception as exc:  # noqa: BLE001 - kept in the outcome; then/then_raises judge it
             error = exc
-        appended = (
-            self.store.read_all(from_position=before + 1) if self.store.head_position() > before else ()
-        )
+        appended = read_after(self.store, before or None) if self.store.head_position() > before else ()
         events = tuple(self.registry.decode(recorded) for recorded in appended)
         return HandlerOutcome(events, result, error)

@@ -20,7 +20,7 @@ from escqrs.examples.bank.events import (
     registry,
 )
 from eventsourcing_cqrs import DomainEvent, EventEnvelope, Query, QueryBus
-from eventsourcing_cqrs.event_store import EventFilter, EventReader
+from eventsourcing_cqrs.event_store import EventFilter, EventReader, read_after
 
 __all__ = [
     "AccountSummaries",
@@ -84,9 +84,8 @@ class AccountSummaries:
     def catch_up(self, store: EventReader) -> int:
         """Apply every bank event after :attr:`position`; returns how many were applied."""
         applied = 0
-        start = self.position + 1 if self.position else None
-        for recorded in store.read_all(
-            from_position=start, filter=EventFilter.for_event_types(registry.event_types)
+        for recorded in read_after(
+            store, self.position or None, filter=EventFilter.for_event_types(registry.event_types)
         ):
             self.apply(registry.decode_envelope(recorded))
             applied += 1
