@@ -15,6 +15,9 @@ exception also derives from it (``ValueError``, ``TimeoutError``, ``ConnectionEr
     │   ├── StreamDeletedError                    the stream was tombstoned (or deleted, for STREAM_EXISTS)
     │   ├── EventStoreUnavailableError (ConnectionError)
     │   ├── EventStoreTimeoutError (TimeoutError)
+    │   ├── EventStoreTLSError                    the client's TLS set-up does not match the server's
+    │   ├── EventStoreAuthenticationError         the server refused the credentials (user, password)
+    │   ├── EventStoreAccessDeniedError (PermissionError)  the user may not do this (stream ACLs)
     │   ├── EventStoreLockedError                 another process holds the database lock too long
     │   ├── EventStoreCorruptedError              the database file is not a valid event store
     │   └── SubscriptionStoppedError              iteration continued after ``stop()``
@@ -47,9 +50,12 @@ __all__ = [
     "ConcurrencyRetriesExhaustedError",
     "CorruptEventError",
     "DomainError",
+    "EventStoreAccessDeniedError",
+    "EventStoreAuthenticationError",
     "EventStoreCorruptedError",
     "EventStoreError",
     "EventStoreLockedError",
+    "EventStoreTLSError",
     "EventStoreTimeoutError",
     "EventStoreUnavailableError",
     "HandlerNotFoundError",
@@ -137,6 +143,49 @@ class EventStoreUnavailableError(EventStoreError, ConnectionError):
 
 class EventStoreTimeoutError(EventStoreError, TimeoutError):
     """An event store operation did not finish within its deadline."""
+
+
+class EventStoreTLSError(EventStoreError):
+    """The client and the server do not agree on TLS: a plaintext client and a TLS server (or the
+    reverse), or a server certificate the client's CA does not vouch for. Retrying cannot help."""
+
+
+class EventStoreAuthenticationError(EventStoreError):
+    """The event store refused the credentials: an unknown user or a wrong password.
+
+    ``targets`` names the servers (never the credentials), ``user`` the user name if known.
+    """
+
+    def __init__(self, targets: str, user: str | None, operation: str) -> None:
+        self.targets = targets
+        self.user = user
+        self.operation = operation
+        who = f"user {user!r}" if user else "the connection string's user"
+        super().__init__(
+            f"EventStoreDB at {targets} refused the credentials of {who} ({operation}): the user "
+            "does not exist or the password is wrong; fix user:password in the connection string."
+        )
+
+
+class EventStoreAccessDeniedError(EventStoreError, PermissionError):
+    """The event store authenticated the user but denies it the operation (access control lists).
+
+    ``stream`` is the stream (``$all`` for the whole log) when known.
+    """
+
+    def __init__(self, targets: str, user: str | None, operation: str, stream: str | None) -> None:
+        self.targets = targets
+        self.user = user
+        self.operation = operation
+        self.stream = stream
+        who = f"user {user!r}" if user else "this user"
+        if stream == "$all":
+            fix = "reading $all (and subscribing to it) needs a user in $admins"
+        elif stream is not None and stream.startswith("$"):
+            fix = f"{stream!r} is a system stream: by default only $admins may use it"
+        else:
+            fix = "grant it in the stream's $acl metadata (or $userStreamAcl in $settings)"
+        super().__init__(f"EventStoreDB at {targets} denied {operation} to {who}: {fix}.")
 
 
 class EventStoreLockedError(EventStoreError):

@@ -10,8 +10,8 @@ This is the only module that imports esdbclient. It maps the port onto EventStor
 * Errors are translated in one place, :func:`_translate`, into one line each: wrong expected
   version (actual revision parsed from the server's message), not found, deleted, an append
   over the maximum append or gRPC message size (:class:`~eventsourcing_cqrs.errors.InvalidInputError`
-  giving its size), a TLS mismatch (:class:`~eventsourcing_cqrs.errors.EventStoreError` saying what
-  to try), deadline exceeded (:class:`~eventsourcing_cqrs.errors.EventStoreTimeoutError`), every
+  giving its size), a TLS mismatch (:class:`~eventsourcing_cqrs.errors.EventStoreTLSError` saying
+  what to try), deadline exceeded (:class:`~eventsourcing_cqrs.errors.EventStoreTimeoutError`), every
   transient failure (:func:`_is_transient`: UNAVAILABLE, a call cancelled by esdbclient's
   reconnect, discovery failed, aborted, internal, by exception type and gRPC status code, never
   by message text) as :class:`~eventsourcing_cqrs.errors.EventStoreUnavailableError`, anything
@@ -25,22 +25,43 @@ This is the only module that imports esdbclient. It maps the port onto EventStor
   that another call on the shared client triggered) the thread resubscribes after the last
   position it delivered, with backoff, so that nothing is lost or doubled. Caught-up comes from
   the server (23.10+) or, on older servers, from reaching the head read at the start.
+* Positions follow EventStoreDB 24.10's rules (the strict test server reproduces them): ``$all``
+  is read only from a record's position, so a position the server refuses is an
+  :class:`~eventsourcing_cqrs.errors.InvalidInputError` naming ``from_position``; one past every
+  log position (2**63 and up, which the server would read as the start) reads nothing forwards
+  and from the end backwards; a checkpoint past the log (``Position.End``, which 24.x sends at
+  the end of a filtered catch-up that delivered nothing) is dropped, never delivered.
+* Clusters: a follower's NotLeader refusal makes the client reconnect to the leader it names
+  when the connection string lets it follow (several hosts or ``esdb+discover://`` with
+  ``NodePreference=leader``), and is an outage to retry; through a single ``esdb://`` host it
+  is a lasting error naming the leader. ``read_stream`` and ``read_all``, which esdbclient
+  does not reconnect, get a new channel (rediscovering the leader) after an outage. The
+  channels run without grpc-core's transparent retries (see :class:`_Client`).
 
 TLS, certificates and credentials come from the connection string
 (``esdb://user:pass@host:2113?Tls=true&tlsCAFile=...``). The connection string is never logged
-nor put in an exception message: only the host list is.
+nor put in an exception message: only the host list is. Connecting checks that the TLS files
+it names can be read (and that the CA file holds a certificate), and, for ``Tls=false``, that
+the node does not speak TLS (a plaintext client would meet it as an endless outage). Refused
+credentials (``UNAUTHENTICATED``) are :class:`~eventsourcing_cqrs.errors.EventStoreAuthenticationError`,
+an ACL's refusal (``PERMISSION_DENIED``, BatchAppend's ``AccessDenied``)
+:class:`~eventsourcing_cqrs.errors.EventStoreAccessDeniedError`, a TLS mismatch
+:class:`~eventsourcing_cqrs.errors.EventStoreTLSError`: none is transient.
 """
 
 from __future__ import annotations
 
+import itertools
 import queue
 import re
+import socket
+import ssl
 import sys
 import threading
 import time
 import uuid
 import weakref
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,9 +72,11 @@ from urllib.parse import parse_qs, urlsplit
 import esdbclient
 import grpc
 import structlog
-from esdbclient.common import AbstractCatchupSubscription, AbstractReadResponse
+from esdbclient.common import AbstractCatchupSubscription, AbstractReadResponse, GrpcOptions
+from esdbclient.connection_spec import NODE_PREFERENCE_LEADER, URI_SCHEME_ESDB
 from esdbclient.exceptions import (
     AbortedByServer,
+    AccessDeniedError,
     CancelledByClient,
     DeadlineExceeded,
     DiscoveryFailed,
@@ -61,16 +84,21 @@ from esdbclient.exceptions import (
     GrpcError,
     InternalError,
     MaximumAppendSizeExceededError,
+    NodeIsNotLeader,
     NotFound,
     ServiceUnavailable,
     SSLError,
     StreamIsDeleted,
+    UnknownError,
     WrongCurrentVersion,
 )
 
 from eventsourcing_cqrs.errors import (
+    EventStoreAccessDeniedError,
+    EventStoreAuthenticationError,
     EventStoreError,
     EventStoreTimeoutError,
+    EventStoreTLSError,
     EventStoreUnavailableError,
     InvalidInputError,
     StreamDeletedError,
@@ -134,10 +162,22 @@ _TLS_HINT: Final = (
     "connect with ?Tls=false if the server runs insecure, or give tlsCAFile=... if its "
     "certificate is not signed by a CA this machine trusts"
 )
+#: esdbclient's file options (upper-cased as it reads them): their spelling, and what they hold.
+_TLS_FILE_OPTIONS: Final = {
+    "TLSCAFILE": ("tlsCAFile", "the CA certificate (PEM) that signed the server's certificate"),
+    "USERCERTFILE": ("UserCertFile", "the user's certificate (PEM)"),
+    "USERKEYFILE": ("UserKeyFile", "the user's private key (PEM)"),
+}
+#: How long a TLS probe (see _answers_tls) waits for each host.
+_TLS_PROBE_SECONDS: Final = 0.5
 _CREDENTIALS_HINT: Final = (
     "a secure connection (TLS, the default) needs credentials: esdb://user:password@host:2113; "
     "add ?Tls=false to connect without TLS"
 )
+_INVALID_POSITION: Final = "InvalidPosition"
+#: EventStoreDB's log positions are signed 64-bit offsets; a checkpoint above is ``Position.End``
+#: (2**64 - 1, which a 24.x server sends at the end of a catch-up that delivered nothing).
+_LAST_LOG_POSITION: Final = 2**63 - 1
 _LAST_REVISION = re.compile(r"Stream position of last event is (\d+)")
 _ACTUAL_VERSION = re.compile(r"Actual version: (-?\d+)")
 _EPOCH: Final = datetime.fromtimestamp(0, UTC)
@@ -193,6 +233,21 @@ def _redacted_targets(uri: str) -> str:
     return f"{scheme}://{hosts}"
 
 
+class _Client(esdbclient.EventStoreDBClient):
+    """esdbclient's client on gRPC channels without grpc-core's transparent retries.
+
+    grpcio 1.71 can lose the receive completions of a call it retries transparently when the
+    new attempt cannot connect (a node that sent GOAWAY on shutdown and now refuses
+    connections, as a restart or a leader's failover does): the call ends UNAVAILABLE, but its
+    reader waits for a message for ever, which neither ``cancel()`` nor a deadline ends, and
+    closing the channel then hangs too. Without transparent retries the call fails with
+    UNAVAILABLE, which esdbclient's own retries and this adapter's handle.
+    """
+
+    def _construct_grpc_channel(self, grpc_target: str, grpc_options: GrpcOptions = ()) -> grpc.Channel:
+        return super()._construct_grpc_channel(grpc_target, (*grpc_options, ("grpc.enable_retries", 0)))
+
+
 def _translate(
     exc: EventStoreDBClientException,
     *,
@@ -203,11 +258,32 @@ def _translate(
     timeout: float | None = None,
     closed: bool = False,
     append_size: int | None = None,
+    user: str | None = None,
+    serves_tls: Callable[[], bool] | None = None,
 ) -> EventStoreError | InvalidInputError:
     """The port's error for an esdbclient exception: one line, naming the operation, never
-    the connection string (only ``targets``, which carries no credentials)."""
+    the connection string (only ``targets``, which carries no credentials).
+
+    ``user`` (never the password) names who was refused or denied. ``serves_tls``, given for a
+    ``Tls=false`` connection, tells whether the node answers a TLS handshake: a plaintext client
+    meets a TLS node as a bare ``ServiceUnavailable`` ("Socket closed"), which neither the status
+    code nor the exception type tells apart from a node that is down, so the node is asked.
+    """
     where = f" on stream {stream!r}" if stream is not None else ""
     doing = f"{operation}{where}"
+    code = _grpc_code(exc)
+    if isinstance(exc, AccessDeniedError) or code is grpc.StatusCode.PERMISSION_DENIED:
+        # The port's only stream-less calls read $all (read_all, head_position, subscribe).
+        return EventStoreAccessDeniedError(targets, user, doing, stream if stream is not None else "$all")
+    if code is grpc.StatusCode.UNAUTHENTICATED:
+        return EventStoreAuthenticationError(targets, user, doing)
+    if (
+        serves_tls is not None
+        and isinstance(exc, ServiceUnavailable | DiscoveryFailed)
+        and not isinstance(exc, SSLError)
+        and serves_tls()
+    ):
+        return EventStoreTLSError(_plaintext_to_tls_message(targets, doing))
     if isinstance(exc, WrongCurrentVersion):
         return WrongExpectedVersionError(stream or "", expected, _actual_revision(str(exc)))
     if isinstance(exc, NotFound):
@@ -226,7 +302,7 @@ def _translate(
             f"at {targets}; nothing was written (split it into smaller appends)",
         )
     if isinstance(exc, SSLError):
-        return EventStoreError(
+        return EventStoreTLSError(
             f"TLS mismatch with EventStoreDB at {targets} ({doing}): the TLS handshake failed; {_TLS_HINT}."
         )
     if isinstance(exc, DeadlineExceeded):
@@ -239,11 +315,54 @@ def _translate(
             f"EventStoreDB at {targets} is unavailable ({doing}): {type(exc).__name__}, no cluster node "
             "answered gossip as the node preference requires."
         )
+    if isinstance(exc, NodeIsNotLeader):
+        return EventStoreError(_not_leader_message(exc, targets, doing))
     if _is_transient(exc):
         return EventStoreUnavailableError(
             f"EventStoreDB at {targets} is unavailable ({doing}): {type(exc).__name__} {_one_line(exc)}"
         )
     return EventStoreError(f"EventStoreDB at {targets} failed {doing}: {type(exc).__name__} {_one_line(exc)}")
+
+
+def _dotnet_regex(pattern: str) -> str:
+    """A Python regex (the port's dialect) in .NET's, which EventStoreDB's filters speak.
+
+    The two agree on everything a stream-name or event-type filter needs except named groups,
+    which .NET spells ``(?<name>...)`` and ``\\k<name>`` and Python ``(?P<name>...)`` and
+    ``(?P=name)``; .NET refuses the Python spelling. Escapes and character classes are copied
+    as they are, so a literal ``(?P<`` inside ``[...]`` or after a backslash stays literal.
+    """
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    in_class = False
+    while i < n:
+        char = pattern[i]
+        if char == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+            # A "]" right after "[" or "[^" is a literal member, not the end of the class.
+            start = i + 2 if pattern.startswith("[^", i) else i + 1
+            if start < n and pattern[start] == "]":
+                out.append(pattern[i : start + 1])
+                i = start + 1
+                continue
+        elif pattern.startswith("(?P<", i):
+            out.append("(?<")
+            i += 4
+            continue
+        elif pattern.startswith("(?P=", i):
+            end = pattern.index(")", i)
+            out.append(f"\\k<{pattern[i + 4 : end]}>")
+            i = end + 1
+            continue
+        out.append(char)
+        i += 1
+    return "".join(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +378,7 @@ class _ServerFilter:
         # esdbclient wraps the include patterns as "^" + "|".join(patterns) + "$": give exactly
         # one pattern so that the wrapping anchors all of it.
         if event_filter.regex is not None:
-            pattern = f".*?(?:{event_filter.regex}).*"
+            pattern = f".*?(?:{_dotnet_regex(event_filter.regex)}).*"
         elif event_filter.prefixes:
             pattern = "(?:" + "|".join(re.escape(p) for p in event_filter.prefixes) + ").*"
         else:
@@ -328,12 +447,82 @@ def _is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` is an outage (the connection or node), which a retry may cure.
 
     Classified by esdbclient's exception types and gRPC status codes, never by message text.
+
+    ``NodeIsNotLeader`` is not, by itself: see :func:`_followed_leader`, which makes it a
+    transient failure when the client can follow the leader.
     """
     if isinstance(exc, SSLError):
         return False  # a TLS set-up that does not match the server's: retrying cannot help
     if isinstance(exc, _TRANSIENT_ERRORS):
         return True
     return isinstance(exc, GrpcError) and _grpc_code(exc) in _TRANSIENT_CODES
+
+
+def _is_invalid_position(exc: BaseException) -> bool:
+    """Whether the server refused a ``$all`` position that is not an event's.
+
+    EventStoreDB 24.10 answers a read with ``UNKNOWN "Unexpected (Filtered)ReadAllResult:
+    InvalidPosition"`` and a subscription with ``INVALID_ARGUMENT "Trying to read from an
+    invalid position."`` (``Streams.Read.cs``, ``RpcExceptions.cs``). Both status codes are
+    generic, so the reason in the details is the only thing to go by.
+    """
+    if isinstance(exc, UnknownError):
+        return _INVALID_POSITION in _one_line(exc)
+    return _grpc_code(exc) is grpc.StatusCode.INVALID_ARGUMENT and "invalid position" in _one_line(exc)
+
+
+def _invalid_position(position: int) -> InvalidInputError:
+    return InvalidInputError(
+        "from_position",
+        position,
+        "EventStoreDB reads $all only from the commit position of an event (or 0, the start): "
+        "give one that an event, a checkpoint or an append reported",
+    )
+
+
+def _followed_leader(client: esdbclient.EventStoreDBClient, exc: BaseException) -> bool:
+    """After a follower refused a call that needs the leader: reconnect ``client`` to the leader
+    it named and return True, if the connection string lets the client follow the leader.
+
+    esdbclient follows the leader itself only in the calls it wraps in ``autoreconnect``;
+    ``read_stream`` and ``read_all`` are not, so a client whose leader became a follower (the
+    old leader restarted on the same address) is refused there until some other call
+    reconnects. Following it here makes that refusal an outage that a retry gets past. A single
+    ``esdb://`` host, or ``NodePreference`` other than leader, cannot follow: the refusal is then
+    the lasting error :func:`_translate` gives, naming the leader (every retry would meet it).
+    """
+    if not isinstance(exc, NodeIsNotLeader):
+        return False
+    spec = client.connection_spec
+    if spec.options.NodePreference != NODE_PREFERENCE_LEADER or (
+        spec.scheme == URI_SCHEME_ESDB and len(spec.targets) == 1
+    ):
+        return False
+    try:
+        leader = exc.leader_grpc_target
+    except KeyError:  # no leader endpoint in the trailers: rediscover through gossip
+        leader = None
+    logger.info("event_store.following_leader", leader=leader)
+    try:
+        client.reconnect(leader)
+    except EventStoreDBClientException:
+        return True  # discovery failed for now: still an outage, the next retry rediscovers
+    return True
+
+
+def _not_leader_message(exc: NodeIsNotLeader, targets: str, doing: str) -> str:
+    """What to do about a follower's refusal of a call that needs the leader, naming the leader."""
+    try:
+        leader = exc.leader_grpc_target
+    except KeyError:  # a refusal without the leader's endpoint in its trailers
+        leader = None
+    where = f"the leader is at {leader}" if leader else "the leader's endpoint was not given"
+    return (
+        f"EventStoreDB at {targets} refused {doing}: the node is not the cluster's leader ({where}). "
+        "Writes (and reads with NodePreference=leader) need the leader: connect to it, or give every "
+        "node (esdb://host1:2113,host2:2113,...) or esdb+discover:// with NodePreference=leader "
+        "(the default) so that the client follows the leader."
+    )
 
 
 def _append_size(events: Sequence[esdbclient.NewEvent]) -> int:
@@ -351,6 +540,70 @@ def _check_credentials(uri: str, targets: str) -> None:
         return
     if not parts.username or not parts.password:
         raise InvalidInputError("event store URI", targets, _CREDENTIALS_HINT)
+
+
+def _check_tls_files(uri: str, targets: str) -> None:
+    """Refuse a ``tlsCAFile``, ``UserCertFile`` or ``UserKeyFile`` that cannot be read, and a CA
+    file without a certificate, naming the option, the file and the servers: esdbclient raises a
+    bare ``OSError`` when it opens one, and a CA file that holds no certificate makes every later
+    call fail as a TLS error that does not name it. (esdbclient reads them even with Tls=false.)"""
+    options = {key.upper(): values[0] for key, values in parse_qs(urlsplit(uri).query).items()}
+    for key, (option, what) in _TLS_FILE_OPTIONS.items():
+        path = options.get(key)
+        if not path:
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+            if key == "TLSCAFILE":
+                ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+        except ssl.SSLError:
+            problem = "it holds no PEM certificate"
+        except OSError as exc:
+            problem = f"it cannot be read ({exc.strerror or type(exc).__name__})"
+        else:
+            continue
+        raise InvalidInputError(
+            f"{option} option",
+            path,
+            f"{problem}, so there is no TLS connection to EventStoreDB at {targets}; give the path of {what}",
+        )
+
+
+def _answers_tls(target: str, timeout: float = _TLS_PROBE_SECONDS) -> bool:
+    """Whether ``host:port`` completes a TLS handshake (its certificate unchecked: only whether it
+    speaks TLS). A plaintext gRPC server drops the ClientHello; a closed port refuses."""
+    host, _, port = target.rpartition(":")
+    host = host.strip("[]")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # nothing is sent: the probe only looks for a handshake
+    context.set_alpn_protocols(["h2"])
+    try:
+        with (
+            socket.create_connection((host, int(port)), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=host),
+        ):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def _tls_probe(uri: str) -> Callable[[], bool] | None:
+    """For a ``Tls=false`` connection string: a check of whether any of its hosts speaks TLS."""
+    spec = esdbclient.connection_spec.ConnectionSpec(uri)
+    if spec.options.Tls is True:
+        return None
+    targets = tuple(spec.targets)
+    return lambda: any(_answers_tls(target) for target in targets)
+
+
+def _plaintext_to_tls_message(targets: str, doing: str) -> str:
+    return (
+        f"TLS mismatch with EventStoreDB at {targets} ({doing}): the server speaks TLS but the "
+        "connection string says Tls=false; drop Tls=false, give user:password@ and, unless a CA "
+        "this machine trusts signed the server's certificate, tlsCAFile=..."
+    )
 
 
 class EsdbEventStore:
@@ -389,15 +642,27 @@ class EsdbEventStore:
             )
         self._targets = _redacted_targets(uri)
         _check_credentials(uri, self._targets)
+        _check_tls_files(uri, self._targets)
+        self._user: str | None = None
+        self._serves_tls: Callable[[], bool] | None = None
         try:
-            self._client = esdbclient.EventStoreDBClient(uri)
+            self._user = urlsplit(uri).username
+            self._serves_tls = _tls_probe(uri)
+            self._client = _Client(uri)
         except ValueError as exc:
             # esdbclient quotes the whole URI, credentials included: keep its message out.
             reason = str(exc).replace(uri, self._targets)
             raise InvalidInputError("event store URI", self._targets, reason) from None
         except EventStoreDBClientException as exc:
             # esdb+discover:// reads the cluster's gossip here: DiscoveryFailed and friends.
-            raise _translate(exc, targets=self._targets, operation="connect") from None
+            raise _translate(
+                exc, targets=self._targets, operation="connect", user=self._user, serves_tls=self._serves_tls
+            ) from None
+        # A plaintext client would meet a TLS node as an outage, retried for ever: ask it now.
+        probe = self._serves_tls if self._client.connection_spec.scheme == URI_SCHEME_ESDB else None
+        if probe is not None and probe():
+            self._client.close()
+            raise EventStoreTLSError(_plaintext_to_tls_message(self._targets, "connect"))
         self._timeout = timeout
         self._subscription_buffer = subscription_buffer
         self._subscriptions: weakref.WeakSet[EsdbSubscription] = weakref.WeakSet()
@@ -417,11 +682,30 @@ class EsdbEventStore:
         expected: ExpectedVersion | None = None,
         *,
         append_size: int | None = None,
+        position: int | None = None,
+        reconnect: bool = False,
     ) -> Iterator[None]:
-        """Turn esdbclient's exceptions into the port's, naming what was being done."""
+        """Turn esdbclient's exceptions into the port's, naming what was being done.
+
+        ``reconnect`` is for the calls esdbclient does not wrap in its own reconnect
+        (``read_stream``, ``read_all``): after an outage they would stay on a channel whose
+        node is gone (or in gRPC's connect backoff, up to two minutes), so the client gets a
+        new one, rediscovering the cluster's leader when it knows several nodes.
+        """
         try:
             yield
         except EventStoreDBClientException as exc:
+            if position is not None and _is_invalid_position(exc):
+                raise _invalid_position(position) from None
+            if reconnect and isinstance(exc, ServiceUnavailable) and not self._closed:
+                with suppress(EventStoreDBClientException):  # still down: the next retry tries again
+                    self._client.reconnect()
+            if _followed_leader(self._client, exc):
+                raise EventStoreUnavailableError(
+                    f"EventStoreDB at {self._targets} did not complete {operation}"
+                    f"{f' on stream {stream!r}' if stream is not None else ''}: the node was no longer "
+                    "the leader; the client has reconnected to the leader it named, so a retry goes there."
+                ) from exc
             raise _translate(
                 exc,
                 targets=self._targets,
@@ -431,6 +715,8 @@ class EsdbEventStore:
                 timeout=self._timeout,
                 closed=self._closed,
                 append_size=append_size,
+                user=self._user,
+                serves_tls=self._serves_tls,
             ) from exc
         except ValueError as exc:
             # grpcio raises a bare ValueError for a call on a channel that esdbclient's reconnect
@@ -503,7 +789,12 @@ class EsdbEventStore:
             # Fresh or idempotent, the last event sits at expected + len(events).
             return expected + len(events)
         if events:
-            with self._translated("append (reading back the revision)", stream):
+            # A user outside $admins may not read $all: the stream's last revision has to do (it
+            # may already count a concurrent writer's events).
+            with (
+                suppress(EventStoreAccessDeniedError),
+                self._translated("append (reading back the revision)", stream),
+            ):
                 found = self._client.read_all(
                     commit_position=position, filter_exclude=(), limit=1, timeout=self._timeout
                 )
@@ -548,7 +839,7 @@ class EsdbEventStore:
         when called. Later pages are fetched as the iterator is consumed.
         """
         name, from_revision, backwards, limit = checked_read_stream(stream, from_revision, backwards, limit)
-        with self._translated("read_stream", name):
+        with self._translated("read_stream", name, reconnect=True):
             response = self._client.read_stream(
                 name,
                 stream_position=from_revision,
@@ -557,11 +848,52 @@ class EsdbEventStore:
                 timeout=None,
             )
             events = iter(response)
-            first = next(events, None)
+            first = self._first_event(response, events, f"read_stream on stream {name!r}")
         if first is None:
             response.stop()
             return iter(())
         return self._stream_rest(name, first, events, response)
+
+    def _first_event(
+        self, response: AbstractReadResponse, events: Iterator[esdbclient.RecordedEvent], doing: str
+    ) -> esdbclient.RecordedEvent | None:
+        """The first event of a read, ``None`` at its end, waiting at most ``timeout`` for it.
+
+        Without a timeout the wait is unbounded and costs nothing. With one, a timer cancels the
+        call if no first answer came in time; :class:`EventStoreTimeoutError` is raised then.
+        """
+        if self._timeout is None:
+            return next(events, None)
+        lock = threading.Lock()
+        answered = expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            with lock:
+                if answered:
+                    return
+                expired = True
+            response.stop()  # esdbclient ends a cancelled read as an empty one
+
+        timer = threading.Timer(self._timeout, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            first = next(events, None)
+        except (EventStoreDBClientException, ValueError):
+            if not expired:
+                raise
+            first = None
+        finally:
+            with lock:
+                answered = True
+            timer.cancel()
+        if expired:
+            raise EventStoreTimeoutError(
+                f"EventStoreDB at {self._targets} did not answer {doing} within the "
+                f"{self._timeout} s deadline."
+            )
+        return first
 
     def _stream_rest(
         self,
@@ -572,7 +904,7 @@ class EsdbEventStore:
     ) -> Iterator[RecordedEvent]:
         try:
             yield _recorded(first)
-            with self._translated("read_stream", stream):
+            with self._translated("read_stream", stream, reconnect=True):
                 for event in events:
                     yield _recorded(event)
         finally:
@@ -598,12 +930,19 @@ class EsdbEventStore:
         limit: int | None,
         server_filter: _ServerFilter,
     ) -> Iterator[RecordedEvent]:
-        if limit == 0:
+        if limit == 0 or (backwards and from_position == 0):
             return
+        position = from_position or None  # 0 is the start of $all: ask for the start itself
+        if position is not None and position > _LAST_LOG_POSITION:
+            # Past every log position (EventStoreDB would refuse it as InvalidPosition):
+            # forwards there is nothing, backwards that is from the end.
+            if not backwards:
+                return
+            position = None
         server_limit = sys.maxsize if limit is None or server_filter.drop_system_events else limit
-        with self._translated("read_all"):
+        with self._translated("read_all", position=position, reconnect=True):
             response = self._client.read_all(
-                commit_position=from_position,
+                commit_position=position,
                 backwards=backwards,
                 filter_exclude=(),
                 filter_include=server_filter.include,
@@ -612,8 +951,10 @@ class EsdbEventStore:
             )
         try:
             count = 0
-            with self._translated("read_all"):
-                for event in response:
+            with self._translated("read_all", position=position, reconnect=True):
+                events = iter(response)
+                first = self._first_event(response, events, "read_all")
+                for event in itertools.chain(() if first is None else (first,), events):
                     if not server_filter.passes(event):
                         continue
                     yield _recorded(event)
@@ -744,6 +1085,8 @@ class EsdbSubscription:
         self._caught_up = False
         # Written by the reader thread once (before subscribing), read by the consumer.
         self._head: int | None = None
+        # Reader thread only: a position known to be in $all (see _resumable).
+        self._known_in_log = self._position
         # Consumer side: the last position poll() returned, when it reached the head.
         self._consumed = self._position
         self._head_reached_at: float | None = None
@@ -769,7 +1112,7 @@ class EsdbSubscription:
             except EventStoreDBClientException as exc:
                 if self._stopped.is_set():
                     return
-                if not _is_transient(exc):
+                if not _is_transient(exc) and not _followed_leader(self._client, exc):
                     self._fail(exc)
                     return
                 self._dropped(exc, delay)
@@ -804,8 +1147,13 @@ class EsdbSubscription:
     def _subscribe(self, attempt: int) -> Generator[esdbclient.RecordedEvent, None, None]:
         if not self._caught_up and self._head is None:
             self._head = _filtered_head(self._client, self._filter)
+        # Past every log position a 24.10 server would start again at the *first* event
+        # (the position wraps to a negative one): subscribe from the end instead. As on the
+        # embedded stores nothing is ever delivered: _deliver drops every position before it.
+        beyond_log = self._position > _LAST_LOG_POSITION
         subscription = self._client.subscribe_to_all(
-            commit_position=self._position or None,
+            commit_position=None if beyond_log else self._position or None,
+            from_end=beyond_log,
             filter_exclude=(),
             filter_include=self._filter.include,
             filter_by_stream_name=self._filter.by_stream_name,
@@ -840,6 +1188,8 @@ class EsdbSubscription:
         if position is None or position <= self._position:
             return True
         if isinstance(item, esdbclient.Checkpoint):
+            if not self._resumable(position):
+                return True
             delivered = self._put(Checkpoint(position))
         elif self._filter.passes(item):
             delivered = self._put(_recorded(item))
@@ -847,7 +1197,27 @@ class EsdbSubscription:
             delivered = True
         if delivered:
             self._position = position
+            self._known_in_log = max(self._known_in_log, position)
         return delivered
+
+    def _resumable(self, checkpoint: int) -> bool:
+        """Whether a checkpoint is a position of $all that a subscription may resume after.
+
+        A 24.x server ends a filtered catch-up that delivered nothing with ``Position.End``, and
+        servers before 22.10 sent checkpoints past the last event: resuming after either would
+        skip every later event. Such a checkpoint is dropped (the previous one stands); one
+        above every position seen so far costs one read of the head, then no more until the
+        log grows past it.
+        """
+        if checkpoint <= self._known_in_log:
+            return True
+        if checkpoint <= _LAST_LOG_POSITION:
+            head = self._client.get_commit_position(filter_exclude=())
+            self._known_in_log = max(self._known_in_log, head)
+            if checkpoint <= head:
+                return True
+        self._log.warning("event_store.checkpoint_dropped", checkpoint=checkpoint, head=self._known_in_log)
+        return False
 
     def _put(self, item: _QueueItem) -> bool:
         while self._queue.qsize() >= self._capacity and not self._stopped.is_set():
@@ -865,8 +1235,10 @@ class EsdbSubscription:
             commit_position=self._position,
             error=type(exc).__name__,
         )
-        if isinstance(exc, EventStoreDBClientException):
-            error: Exception = _translate(
+        if _is_invalid_position(exc):
+            error: Exception = _invalid_position(self._position)
+        elif isinstance(exc, EventStoreDBClientException):
+            error = _translate(
                 exc,
                 targets=self._targets,
                 operation=f"the subscription to $all after position {self._position}",

@@ -25,12 +25,13 @@ ESDB_URI_ENV = "ESDB_URI"
 
 @pytest.fixture(scope="session")
 def esdb_server() -> Iterator[EsdbEndpoint]:
-    """One EventStoreDB for the whole session: ``ESDB_URI`` if set, else an in-process server."""
+    """One EventStoreDB for the whole session: ``ESDB_URI`` if set, else an in-process server in
+    strict mode (EventStoreDB 24.10's behaviour where the lenient server would be kinder)."""
     external = os.environ.get(ESDB_URI_ENV)
     if external:
         yield EsdbEndpoint(uri=external)
         return
-    with EsdbTestServer() as server:
+    with EsdbTestServer(strict=True) as server:
         yield EsdbEndpoint(uri=server.uri, server=server)
 
 

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from _esdb_appender import Appender
 
-from eventsourcing_cqrs.errors import EventStoreTimeoutError, EventStoreUnavailableError
 from eventsourcing_cqrs.event_store.esdb import EsdbEventStore
-from eventsourcing_cqrs.event_store.port import EventFilter, NewEvent, RecordedEvent, StreamState
+from eventsourcing_cqrs.event_store.port import EventFilter, RecordedEvent
 from eventsourcing_cqrs.testing.esdb_server import EsdbTestServer
 from projections.projection import EventContext
 from projections.read_model_store.sqlite import SQLiteReadModelStore
@@ -56,53 +56,6 @@ class TimedTally(Tally):
     def tallied(self, event: RecordedEvent, context: EventContext) -> None:
         super().tallied(event, context)
         self.last_applied = time.monotonic()
-
-
-class Appender(threading.Thread):
-    """Appends event n of each stream at expected revision n - 1, retrying outages with the
-    same event id (so a retry of an append that did commit is idempotent)."""
-
-    def __init__(self, events: EsdbEventStore, streams: list[str], event_type: str) -> None:
-        super().__init__(name="appender", daemon=True)
-        self._events = events
-        self._streams = streams
-        self._type = event_type
-        self.appended: dict[str, list[uuid.UUID]] = {stream: [] for stream in streams}
-        self.last_position = 0
-        self.retries = 0
-        self.error: BaseException | None = None
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        try:
-            turn = 0
-            while not self.done.is_set():
-                stream = self._streams[turn % len(self._streams)]
-                turn += 1
-                ids = self.appended[stream]
-                event = NewEvent(self._type, json.dumps({"n": len(ids)}).encode(), b"{}")
-                expected = len(ids) - 1 if ids else StreamState.NO_STREAM
-                while True:
-                    try:
-                        result = self._events.append(stream, [event], expected_version=expected)
-                        break
-                    except (EventStoreUnavailableError, EventStoreTimeoutError):
-                        self.retries += 1
-                        time.sleep(0.02)
-                if result.revision != len(ids):
-                    self.error = AssertionError(
-                        f"event {len(ids)} of {stream} landed at revision {result.revision}"
-                    )
-                    return
-                ids.append(event.id)
-                self.last_position = result.position
-                time.sleep(0.002)
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            self.error = exc
-
-    @property
-    def total(self) -> int:
-        return sum(len(ids) for ids in self.appended.values())
 
 
 class RawConsumer(threading.Thread):
@@ -148,7 +101,7 @@ def test_twenty_restarts_under_load_lose_and_double_nothing(
     streams = [f"{prefix}{i}" for i in range(STREAMS)]
     recoveries: list[float] = []
 
-    with EsdbTestServer() as server, EsdbEventStore(server.uri) as events:
+    with EsdbTestServer(strict=True) as server, EsdbEventStore(server.uri) as events:
         read_models = SQLiteReadModelStore(tmp_path / "views.db", durable=False)
         projection = TimedTally(event_type)
         runner = ProjectionRunner(

@@ -24,7 +24,7 @@ def esdb_uri() -> Iterator[str]:
     if external:
         yield external
         return
-    with EsdbTestServer() as server:
+    with EsdbTestServer(strict=True) as server:
         yield server.uri
 
 

@@ -22,7 +22,7 @@ SECRET = "s3cret-pa55"  # noqa: S105 - a made-up password that must never be sho
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[EsdbTestServer]:
-    with EsdbTestServer() as running:
+    with EsdbTestServer(strict=True) as running:
         yield running
 
 
@@ -133,7 +133,7 @@ def test_the_test_server_command_on_a_busy_port_prints_one_line_and_exits_1(busy
 
 
 def test_the_test_server_restarts_on_its_port_after_serving_connections() -> None:
-    server = EsdbTestServer().start()
+    server = EsdbTestServer(strict=True).start()
     stream = unique_stream("Again")
     try:
         with EsdbEventStore(server.uri) as store:

@@ -76,7 +76,7 @@ def _revisions(items: list[SubscriptionItem], stream: str) -> list[int]:
 
 def test_subscriber_resumes_after_a_server_restart_with_no_event_lost_or_doubled() -> None:
     stream = unique_stream("Fault")
-    with EsdbTestServer() as server, EsdbEventStore(server.uri) as store:
+    with EsdbTestServer(strict=True) as server, EsdbEventStore(server.uri) as store:
         store.append(stream, new_events(200), expected_version=StreamState.NO_STREAM)
         mine = EventFilter.for_stream_prefixes([stream])
         with capture_logs() as logs, store.subscribe(filter=mine) as subscription:
@@ -96,7 +96,7 @@ def test_subscriber_resumes_after_a_server_restart_with_no_event_lost_or_doubled
 
 def test_subscriber_resumes_after_consumer_too_slow_with_no_event_lost_or_doubled() -> None:
     stream = unique_stream("Slow")
-    with EsdbTestServer() as server, EsdbEventStore(server.uri, subscription_buffer=8) as store:
+    with EsdbTestServer(strict=True) as server, EsdbEventStore(server.uri, subscription_buffer=8) as store:
         store.append(stream, new_events(100), expected_version=StreamState.NO_STREAM)
         mine = EventFilter.for_stream_prefixes([stream])
         with capture_logs() as logs, store.subscribe(filter=mine) as subscription:
@@ -114,7 +114,7 @@ def test_subscriber_resumes_after_consumer_too_slow_with_no_event_lost_or_double
 
 def test_a_deadline_gives_a_timeout_error_naming_the_operation() -> None:
     stream = unique_stream("Deadline")
-    with EsdbTestServer() as server, EsdbEventStore(server.uri, timeout=0.2) as store:
+    with EsdbTestServer(strict=True) as server, EsdbEventStore(server.uri, timeout=0.2) as store:
         server.latency = 1.0
         with pytest.raises(EventStoreTimeoutError) as caught:
             store.append(stream, new_events(1), expected_version=StreamState.NO_STREAM)
@@ -164,7 +164,7 @@ def test_wrong_options_are_refused_before_connecting(options: dict[str, object],
 def test_a_subscription_to_a_server_without_caught_up_reports_caught_up_at_the_head() -> None:
     # EventStoreDB before 23.10 sends no caught_up message (nor an end-of-catch-up checkpoint).
     stream = unique_stream("Legacy")
-    with EsdbTestServer(caught_up=False) as server, EsdbEventStore(server.uri) as store:
+    with EsdbTestServer(strict=True, caught_up=False) as server, EsdbEventStore(server.uri) as store:
         last = store.append(stream, new_events(30), expected_version=StreamState.NO_STREAM).position
         store.append(unique_stream("Other"), new_events(5), expected_version=StreamState.NO_STREAM)
         mine = EventFilter.for_stream_prefixes([stream])
@@ -183,7 +183,7 @@ def test_a_subscription_to_a_server_without_caught_up_reports_caught_up_at_the_h
 def test_run_until_caught_up_ends_against_a_server_without_caught_up(tmp_path: Path) -> None:
     event_type = f"Legacy{uuid.uuid4().hex}"
     stream = unique_stream("LegacyRun")
-    with EsdbTestServer(caught_up=False) as server, EsdbEventStore(server.uri) as events:
+    with EsdbTestServer(strict=True, caught_up=False) as server, EsdbEventStore(server.uri) as events:
         append_tallied(events, stream, 12, event_type)
         store = SQLiteReadModelStore(tmp_path / "views.db", durable=False)
         runner = ProjectionRunner(Tally(event_type), events, store, batch_delay=0.01)

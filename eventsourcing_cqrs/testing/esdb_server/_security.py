@@ -48,13 +48,14 @@ import base64
 import binascii
 import hmac
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import Any, Final, NoReturn
 
 import grpc
 
+from eventsourcing_cqrs.testing.esdb_server._interceptors import ServerInterceptor, refusing_handler
 from eventsourcing_cqrs.testing.esdb_server._log import DELETED_STREAM_NUMBER, Log, is_metastream
 
 __all__ = [
@@ -80,12 +81,6 @@ _ACCESS_DENIED_TRAILERS: Final = (("exception", "access-denied"),)
 _AUTHENTICATED_METHODS: Final = frozenset(
     {"/event_store.client.persistent_subscriptions.PersistentSubscriptions/List"}
 )
-
-# grpc's stubs make ServerInterceptor generic; the runtime class is not subscriptable.
-if TYPE_CHECKING:
-    _ServerInterceptor = grpc.ServerInterceptor[Any, Any]
-else:
-    _ServerInterceptor = grpc.ServerInterceptor
 
 
 class Access(Enum):
@@ -257,7 +252,7 @@ class Security:
             return None
         return Principal(user.name, frozenset(user.groups))
 
-    def interceptor(self) -> _ServerInterceptor:
+    def interceptor(self) -> ServerInterceptor:
         """The server interceptor that authenticates every call, as the HTTP middleware does."""
         return _AuthenticationInterceptor(self)
 
@@ -305,36 +300,7 @@ class Security:
 # ------------------------------------------------------------------------- the interceptor
 
 
-def _refusing(
-    handler: grpc.RpcMethodHandler[Any, Any],
-    code: grpc.StatusCode,
-    details: str,
-    trailers: tuple[tuple[str, str], ...] = (),
-) -> grpc.RpcMethodHandler[Any, Any]:
-    """A handler of the same shape as ``handler`` that ends every call with ``code``."""
-
-    def refuse(request: object, context: grpc.ServicerContext) -> NoReturn:
-        if trailers:
-            context.set_trailing_metadata(trailers)
-        context.abort(code, details)
-
-    def refuse_stream(request: object, context: grpc.ServicerContext) -> Iterator[Any]:
-        refuse(request, context)
-
-    deserializer, serializer = handler.request_deserializer, handler.response_serializer
-    make: Callable[..., grpc.RpcMethodHandler[Any, Any]]
-    if handler.request_streaming and handler.response_streaming:
-        make, behaviour = grpc.stream_stream_rpc_method_handler, refuse_stream
-    elif handler.request_streaming:
-        make, behaviour = grpc.stream_unary_rpc_method_handler, refuse
-    elif handler.response_streaming:
-        make, behaviour = grpc.unary_stream_rpc_method_handler, refuse_stream
-    else:
-        make, behaviour = grpc.unary_unary_rpc_method_handler, refuse
-    return make(behaviour, request_deserializer=deserializer, response_serializer=serializer)
-
-
-class _AuthenticationInterceptor(_ServerInterceptor):
+class _AuthenticationInterceptor(ServerInterceptor):
     """Refuses bad credentials on every call (``UNAUTHENTICATED``), and anonymous calls to the
     methods that require an authenticated user (``PERMISSION_DENIED``)."""
 
@@ -351,8 +317,8 @@ class _AuthenticationInterceptor(_ServerInterceptor):
             return None
         principal = self._security.authenticate(handler_call_details.invocation_metadata)
         if principal is None:
-            return _refusing(handler, grpc.StatusCode.UNAUTHENTICATED, "Unauthenticated")
+            return refusing_handler(handler, grpc.StatusCode.UNAUTHENTICATED, "Unauthenticated")
         if not principal.authenticated and handler_call_details.method in _AUTHENTICATED_METHODS:
             denied = grpc.StatusCode.PERMISSION_DENIED
-            return _refusing(handler, denied, _ACCESS_DENIED, _ACCESS_DENIED_TRAILERS)
+            return refusing_handler(handler, denied, _ACCESS_DENIED, _ACCESS_DENIED_TRAILERS)
         return handler

@@ -39,13 +39,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import Any, Final, Self
 
 import grpc
 import structlog
 from esdbclient.protos.Grpc import gossip_pb2, shared_pb2
 
 from eventsourcing_cqrs.testing.esdb_server._cluster import GOSSIP_SERVICE
+from eventsourcing_cqrs.testing.esdb_server._interceptors import ServerInterceptor, refusing_handler
 from eventsourcing_cqrs.testing.esdb_server._log import Log, now_ticks
 from eventsourcing_cqrs.testing.esdb_server._server import EsdbTestServer
 
@@ -54,11 +55,6 @@ __all__ = ["EsdbTestCluster"]
 logger = structlog.get_logger(__name__)
 
 _State = gossip_pb2.MemberInfo.VNodeState
-# grpc's stubs make ServerInterceptor generic; the runtime class is not subscriptable.
-if TYPE_CHECKING:
-    _ServerInterceptor = grpc.ServerInterceptor[Any, Any]
-else:
-    _ServerInterceptor = grpc.ServerInterceptor
 _LEADER: Final = gossip_pb2.MemberInfo.Leader
 _FOLLOWER: Final = gossip_pb2.MemberInfo.Follower
 _UNKNOWN: Final = gossip_pb2.MemberInfo.Unknown
@@ -81,29 +77,6 @@ class _Member:
     updated: int
 
 
-def _refusing_handler(
-    handler: grpc.RpcMethodHandler[Any, Any],
-    code: grpc.StatusCode,
-    details: str,
-    trailers: tuple[tuple[str, str], ...],
-) -> grpc.RpcMethodHandler[Any, Any]:
-    """A handler of the same kind as ``handler`` that ends the call with ``code`` and ``trailers``."""
-
-    def refuse(request: object, context: grpc.ServicerContext) -> Any:
-        if trailers:
-            context.set_trailing_metadata(trailers)
-        context.abort(code, details)
-
-    deserialize, serialize = handler.request_deserializer, handler.response_serializer
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(refuse, deserialize, serialize)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(refuse, deserialize, serialize)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(refuse, deserialize, serialize)
-    return grpc.unary_unary_rpc_method_handler(refuse, deserialize, serialize)
-
-
 def _requires_leader(metadata: Sequence[tuple[str, str | bytes]] | None) -> bool:
     """The ``requires-leader`` header as the server reads it (.NET ``bool.TryParse``: false unless "true")."""
     for key, value in metadata or ():
@@ -113,7 +86,7 @@ def _requires_leader(metadata: Sequence[tuple[str, str | bytes]] | None) -> bool
     return False
 
 
-class _RoleInterceptor(_ServerInterceptor):
+class _RoleInterceptor(ServerInterceptor):
     """Installed on one node: counts the calls it serves and refuses ``requires-leader`` calls
     while the node is not the leader, as ``ClusterVNodeController.HandleAsNonLeader`` does."""
 
@@ -134,7 +107,7 @@ class _RoleInterceptor(_ServerInterceptor):
             refusal = self._cluster._refusal(self._index)
             if refusal is not None:
                 self._cluster._count(self._index, method, refused=True)
-                return _refusing_handler(handler, *refusal)
+                return refusing_handler(handler, *refusal)
         self._cluster._count(self._index, method, refused=False)
         return handler
 
@@ -460,7 +433,7 @@ class EsdbTestCluster:
             self._counts[index][f"!{name}" if refused else name] += 1
 
 
-class _SeedInterceptor(_ServerInterceptor):
+class _SeedInterceptor(ServerInterceptor):
     """On the discovery seed: Gossip.Read only, and UNAVAILABLE while every node is down (the
     cluster's DNS name then resolves to nodes that all refuse connections)."""
 
@@ -477,7 +450,7 @@ class _SeedInterceptor(_ServerInterceptor):
             return None
         if not handler_call_details.method.startswith(f"/{GOSSIP_SERVICE}/"):
             details = "the test cluster's discovery seed answers Gossip.Read only: connect to a node"
-            return _refusing_handler(handler, grpc.StatusCode.UNIMPLEMENTED, details, ())
+            return refusing_handler(handler, grpc.StatusCode.UNIMPLEMENTED, details, ())
         if not self._cluster._any_alive():
-            return _refusing_handler(handler, grpc.StatusCode.UNAVAILABLE, "no cluster node is alive", ())
+            return refusing_handler(handler, grpc.StatusCode.UNAVAILABLE, "no cluster node is alive", ())
         return handler
