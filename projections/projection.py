@@ -233,6 +233,30 @@ class Projection:
         dispatch(recorded, EventContext(recorded, uow, registry))
         return True
 
+    def applier(self, uow: ReadModelWriter) -> Callable[[RecordedEvent], bool]:
+        """:meth:`apply` bound to ``uow``: ``applier(uow)(recorded)`` is ``apply(recorded, uow)``.
+
+        The runner takes one per transaction and calls it for each event of the batch, so that
+        what :meth:`apply` looks up for every event (the handlers, the registry) is looked up
+        once per batch. Handlers registered after the call are not seen by it. A subclass that
+        overrides :meth:`apply` gets its own ``apply`` called.
+        """
+        if type(self).apply is not Projection.apply:
+            return lambda recorded: self.apply(recorded, uow)
+        handlers = self._handlers()  # raises if no handler was registered at all
+        registry = self.event_registry()
+        find = handlers.get
+        context = EventContext
+
+        def apply(recorded: RecordedEvent) -> bool:
+            dispatch = find(recorded.type)
+            if dispatch is None:
+                return False
+            dispatch(recorded, context(recorded, uow, registry))
+            return True
+
+        return apply
+
     def _handlers(self) -> dict[str, _Dispatch]:
         handlers: dict[str, _Dispatch] | None = getattr(self, "_dispatch", None)
         if not handlers:

@@ -622,13 +622,17 @@ class ProjectionRunner:
         """Apply ``events`` and move the checkpoint to ``position`` in one transaction; how many applied."""
         try:
             with self._store.transaction(self._name, generation.number, lease=lease) as transaction:
-                for index, event in enumerate(events):
-                    try:
-                        self._projection.apply(event, transaction)
-                    except _INFRASTRUCTURE_ERRORS:
-                        raise
-                    except Exception as exc:
-                        raise _EventFailed(index, exc) from exc
+                apply = self._projection.applier(transaction)
+                index = 0
+                try:
+                    # One try around the loop rather than one per event: the loop runs per event.
+                    for event in events:
+                        apply(event)
+                        index += 1
+                except _INFRASTRUCTURE_ERRORS:
+                    raise
+                except Exception as exc:
+                    raise _EventFailed(index, exc) from exc
                 transaction.set_checkpoint(position, len(events))
         except _EventFailed as failed:
             good, bad, rest = events[: failed.index], events[failed.index], events[failed.index + 1 :]

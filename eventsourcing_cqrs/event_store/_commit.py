@@ -2,9 +2,11 @@
 
 This is pure logic: the adapter reads the stream's state and the ids already in it, asks
 :func:`decide`, and writes (or not) inside the same transaction. It follows EventStoreDB's
-``IndexWriter.CheckCommit`` as described in ``shared/esdb/GRPC_SPEC.md`` §4. Unlike
-EventStoreDB, which remembers recent event ids in a bounded cache, the embedded stores index
-every id, so they are idempotent for old writes too.
+``IndexWriter.CheckCommit`` as described in ``shared/esdb/GRPC_SPEC.md`` §4. ``existing`` need
+only hold the ids at the revisions an exact expected version would take (the SQLite store reads
+just those, through its stream index); for ``ANY``/``STREAM_EXISTS`` it holds what the adapter
+found of the ids (the SQLite store looks among the stream's last events only, like
+EventStoreDB's bounded cache of recent ids; the memory store looks at the whole stream).
 """
 
 from __future__ import annotations

@@ -76,9 +76,13 @@ class PollingSubscription:
         self._poll_interval = poll_interval
         self._buffer: deque[SubscriptionItem] = deque()
         self._considered = 0
-        self._highest_yielded = self._after
+        # The highest position of an event or checkpoint put in the buffer: once the buffer is
+        # empty (the only time it is read), every item up to it has been yielded.
+        self._highest_buffered = self._after
         self._caught_up = False
-        self._stopped = threading.Event()
+        # A plain flag (set from any thread, read once per item), not a threading.Event:
+        # ``stop`` also notifies, which wakes a waiting poll.
+        self._stopped = False
 
     # -- iteration ------------------------------------------------------------------------
 
@@ -90,24 +94,25 @@ class PollingSubscription:
             item = self.poll(3600.0)
             if item is not None:
                 return item
-            if self._stopped.is_set():
+            if self._stopped:
                 raise StopIteration
 
     def poll(self, timeout: float) -> SubscriptionItem | None:
         """The next item, or ``None`` if none arrives within ``timeout`` seconds (or if stopped)."""
         # Once per event while catching up: an item already read needs no clock and no query.
-        if self._buffer and not self._stopped.is_set():
-            return self._take()
+        buffer = self._buffer
+        if buffer and not self._stopped:
+            return buffer.popleft()
         deadline = time.monotonic() + timeout
-        while not self._stopped.is_set():
-            if self._buffer:
-                return self._take()
+        while not self._stopped:
+            if buffer:
+                return buffer.popleft()
             generation = self._notifier.generation
             if self._fill():
                 continue
             if not self._caught_up:
                 self._caught_up = True
-                if self._after > self._highest_yielded:
+                if self._after > self._highest_buffered:
                     self._buffer.append(Checkpoint(self._after))
                 self._buffer.append(CaughtUp(self._after or None))
                 continue
@@ -118,34 +123,31 @@ class PollingSubscription:
         self._close()
         return None
 
-    def _take(self) -> SubscriptionItem:
-        item = self._buffer.popleft()
-        if isinstance(item, RecordedEvent | Checkpoint) and item.position > self._highest_yielded:
-            self._highest_yielded = item.position
-        return item
-
     def _fill(self) -> bool:
         events, last_considered, considered = self._fetch(self._after, self._page_size)
         if last_considered is None:
             return False
         self._after = last_considered
-        self._buffer.extend(events)
+        if events:
+            self._buffer.extend(events)
+            self._highest_buffered = max(self._highest_buffered, events[-1].position)
         self._considered += considered
         if self._considered >= self._interval:
             self._considered %= self._interval
             self._buffer.append(Checkpoint(last_considered))
+            self._highest_buffered = max(self._highest_buffered, last_considered)
         return True
 
     # -- lifetime -------------------------------------------------------------------------
 
     def stop(self) -> None:
         """End the subscription; a blocked iteration returns promptly."""
-        self._stopped.set()
+        self._stopped = True
         self._notifier.notify()
 
     @property
     def stopped(self) -> bool:
-        return self._stopped.is_set()
+        return self._stopped
 
     def _close(self) -> None:
         self._buffer.clear()

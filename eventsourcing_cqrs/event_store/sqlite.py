@@ -14,6 +14,13 @@
 * Soft delete and tombstone behave as on EventStoreDB, including the ``$metadata`` events in
   ``$${stream}`` and the ``$streamDeleted`` record, which appear in ``$all`` as system events.
   The embedded store does not interpret other stream metadata (``$maxAge``, ``$maxCount``).
+* **Flat append cost** (schema version 2): a commit writes the event's row at the end of the
+  table and one entry in the ``(stream, revision)`` index, nothing else, so it costs the same
+  in a store of a million events as in an empty one. A file of schema version 1 is migrated in
+  place, in one transaction, when first opened (a crash part-way leaves it at version 1).
+* **Group commit**: appends from several threads of one process share one transaction, so one
+  sync at ``synchronous=FULL``, each with its own expected-version check and outcome (see
+  :class:`SQLiteEventStore`).
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from eventsourcing_cqrs.event_store._commit import (
     check_delete,
     decide,
 )
+from eventsourcing_cqrs.event_store._group_commit import GroupCommitter, Pending
 from eventsourcing_cqrs.event_store._subscription import Notifier, PollingSubscription
 from eventsourcing_cqrs.event_store.port import (
     AppendResult,
@@ -73,9 +81,15 @@ logger = structlog.get_logger(__name__)
 
 #: Written into the file header so that a foreign SQLite file is recognised ("ESCQ").
 APPLICATION_ID = 0x45534351
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PAGE_SIZE = 500
 
+#: Version 2. A commit writes one row at the end of ``events`` and one entry in
+#: ``events_by_stream``, near the stream's other entries, and nothing else: no index on random
+#: event ids and no per-stream row to update, so its cost does not grow with the store. A
+#: stream's last revision is its last entry in ``events_by_stream`` (below the tombstone's
+#: revision); ``streams`` holds a row only for a stream that was soft-deleted (``visible_from``:
+#: the first revision it shows, ``DELETED_REVISION`` while deleted) or tombstoned.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     position     INTEGER PRIMARY KEY,
@@ -89,14 +103,32 @@ CREATE TABLE IF NOT EXISTS events (
     recorded_at  INTEGER NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_by_stream ON events (stream, revision);
-CREATE INDEX IF NOT EXISTS events_by_id ON events (id);
 CREATE TABLE IF NOT EXISTS streams (
     name          TEXT    PRIMARY KEY,
-    last_revision INTEGER NOT NULL,
     visible_from  INTEGER NOT NULL DEFAULT 0,
     tombstoned    INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 """
+
+#: Version 1 to 2, in one transaction (see ``_migrate``): drop the id index, keep the rows of
+#: deleted and tombstoned streams only, without ``last_revision`` (read from the events now).
+_MIGRATE_FROM_1 = (
+    "DROP INDEX IF EXISTS events_by_id",
+    "CREATE TABLE streams_v2 (name TEXT PRIMARY KEY, visible_from INTEGER NOT NULL DEFAULT 0, "
+    "tombstoned INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID",
+    "INSERT INTO streams_v2 (name, visible_from, tombstoned) "
+    "SELECT name, visible_from, tombstoned FROM streams WHERE visible_from <> 0 OR tombstoned <> 0",
+    "DROP TABLE streams",
+    "ALTER TABLE streams_v2 RENAME TO streams",
+)
+
+#: Version 1 rows whose ``last_revision`` is not the stream's last event: a damaged file, which
+#: the migration refuses rather than guess.
+_V1_INCONSISTENT = (
+    "SELECT name, last_revision FROM streams WHERE last_revision <> coalesce("
+    "(SELECT revision FROM events WHERE stream = name AND revision < ? ORDER BY revision DESC LIMIT 1), -1) "
+    "LIMIT 1"
+)
 
 #: The tables of the schema: a non-empty file without them is another application's.
 _OWN_TABLES = frozenset({"events", "streams"})
@@ -108,32 +140,54 @@ _INSERT = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
-#: Claims the next revisions of a live stream at exactly the expected revision (not soft-deleted,
-#: not tombstoned); no row changed means the stream is in another state.
-_CLAIM_AT = (
-    "UPDATE streams SET last_revision = ? "
-    "WHERE name = ? AND last_revision = ? AND visible_from <> ? AND tombstoned = 0"
-)
-#: Creates the row of a stream that has none; no row changed means it exists in some state.
-_CLAIM_NEW = (
-    "INSERT INTO streams (name, last_revision, visible_from, tombstoned) VALUES (?, ?, 0, 0) "
-    "ON CONFLICT (name) DO NOTHING"
+#: A stream's last revision (-1 if none), ``visible_from`` and ``tombstoned``, as one row: the
+#: last entry of the stream index below the tombstone, and the ``streams`` row if any.
+_STREAM_STATE = (
+    "SELECT coalesce((SELECT revision FROM events WHERE stream = ?1 AND revision < "
+    f"{DELETED_REVISION} ORDER BY revision DESC LIMIT 1), -1), "
+    "coalesce(s.visible_from, 0), coalesce(s.tombstoned, 0) "
+    "FROM (SELECT 1) LEFT JOIN streams AS s ON s.name = ?1"
 )
 
-#: A stream's state and the first page of its events (see ``read_stream``).
+#: The ids and positions of a stream's events in a range of revisions (the commit decision's
+#: ``existing``: see ``_append``).
+_IDS_IN_RANGE = (
+    "SELECT id, revision, position FROM events WHERE stream = ? AND revision >= ? AND revision <= ?"
+)
+#: The last revision and position of an event id among a stream's events after a revision.
+_ID_IN_WINDOW = (
+    "SELECT revision, position FROM events WHERE stream = ? AND revision > ? AND revision < "
+    f"{DELETED_REVISION} AND id = ? ORDER BY revision DESC LIMIT 1"
+)
+
+#: With ``ANY`` or ``STREAM_EXISTS``, how many of a stream's last events a re-append is looked
+#: for among (EventStoreDB also bounds this: see ``SQLiteEventStore``).
+IDEMPOTENCY_WINDOW = 100
+
+#: A stream's state (as ``_STREAM_STATE``) joined with the first page of its events (see
+#: ``read_stream``): one row of NULL events if there are none. The page is selected (in index
+#: order, with its limit) before the join, so that only its rows are sorted, not the stream's.
+_STATE_COLUMNS = (
+    "coalesce((SELECT revision FROM events WHERE stream = {name} AND revision < "
+    f"{DELETED_REVISION} ORDER BY revision DESC LIMIT 1), -1)"
+    ", coalesce((SELECT visible_from FROM streams WHERE name = {name}), 0)"
+    ", coalesce((SELECT tombstoned FROM streams WHERE name = {name}), 0)"
+)
+_PAGE_COLUMNS = (
+    "e.position, e.stream, e.revision, e.id, e.type, e.data, e.metadata, e.content_type, e.recorded_at"
+)
 _FIRST_PAGE_FORWARDS = (
-    "SELECT s.last_revision, s.visible_from, s.tombstoned, "
-    "e.position, e.stream, e.revision, e.id, e.type, e.data, e.metadata, e.content_type, e.recorded_at "
-    "FROM streams AS s LEFT JOIN events AS e "
-    "ON e.stream = s.name AND e.revision >= max(?, s.visible_from) AND e.revision < ? "
-    "WHERE s.name = ? ORDER BY e.revision LIMIT ?"
+    f"SELECT {_STATE_COLUMNS.format(name='?3')}, {_PAGE_COLUMNS} FROM (SELECT 1) LEFT JOIN "
+    f"(SELECT {_COLUMNS} FROM events WHERE stream = ?3 AND revision >= max(?1, "
+    "coalesce((SELECT visible_from FROM streams WHERE name = ?3), 0)) AND revision < ?2 "
+    "ORDER BY revision LIMIT ?4) AS e ORDER BY e.revision"
 )
 _FIRST_PAGE_BACKWARDS = (
-    "SELECT s.last_revision, s.visible_from, s.tombstoned, "
-    "e.position, e.stream, e.revision, e.id, e.type, e.data, e.metadata, e.content_type, e.recorded_at "
-    "FROM streams AS s LEFT JOIN events AS e "
-    "ON e.stream = s.name AND e.revision <= min(?, s.last_revision) AND e.revision >= s.visible_from "
-    "WHERE s.name = ? ORDER BY e.revision DESC LIMIT ?"
+    f"SELECT {_STATE_COLUMNS.format(name='?2')}, {_PAGE_COLUMNS} FROM (SELECT 1) LEFT JOIN "
+    f"(SELECT {_COLUMNS} FROM events WHERE stream = ?2 AND revision <= min(?1, coalesce((SELECT revision "
+    f"FROM events WHERE stream = ?2 AND revision < {DELETED_REVISION} ORDER BY revision DESC LIMIT 1), -1)) "
+    "AND revision >= coalesce((SELECT visible_from FROM streams WHERE name = ?2), 0) "
+    "ORDER BY revision DESC LIMIT ?3) AS e ORDER BY e.revision DESC"
 )
 _NEXT_PAGE_FORWARDS = (
     f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND revision >= ? AND revision < ? "
@@ -145,6 +199,15 @@ _NEXT_PAGE_BACKWARDS = (
 )
 
 _Row = tuple[int, str, int, bytes, str, bytes, bytes, str, int]
+
+#: An append handed to the group committer (stream, expected version, events), and its outcome:
+#: ``(revision, position)`` of a write, or the original result of a re-append.
+_AppendWork = tuple[str, ExpectedVersion, list[NewEvent]]
+_AppendOutcome = tuple[int, int | None] | AppendResult
+_PendingAppend = Pending[_AppendWork, _AppendOutcome]
+
+#: The most appends one group commit writes in one transaction.
+MAX_GROUP = 128
 
 #: How :meth:`SQLiteEventStore._translated` classes SQLite's primary result codes; any other
 #: code is a plain :class:`~eventsourcing_cqrs.errors.EventStoreError` (or, for an error that is
@@ -227,9 +290,17 @@ def _fast_to_event() -> Callable[[_Row], RecordedEvent]:
         datetime.fromtimestamp,
     )
     uuid_class = uuid.UUID
+    # The events of one append share their recorded time, so a page of rows mostly repeats
+    # the previous row's: that datetime (immutable, so safe to share) is reused. One tuple,
+    # read and replaced whole, so that threads reading at once never pair a time with another's.
+    last: list[tuple[int, datetime]] = [(0, datetime.fromtimestamp(0, UTC))]
 
     def to_event(row: _Row) -> RecordedEvent:
         position, stream, revision, event_id, type_, data, metadata, content_type, micros = row
+        last_micros, recorded_at = last[0]
+        if micros != last_micros:
+            recorded_at = from_timestamp(micros / 1_000_000, UTC)
+            last[0] = (micros, recorded_at)
         ident = new(uuid_class)
         uuid_int(ident, from_bytes(event_id))
         uuid_safe(ident, unknown)
@@ -241,7 +312,7 @@ def _fast_to_event() -> Callable[[_Row], RecordedEvent]:
         s_stream(event, stream)
         s_rev(event, revision)
         s_pos(event, position)
-        s_at(event, from_timestamp(micros / 1_000_000, UTC))
+        s_at(event, recorded_at)
         s_content(event, content_type)
         return event
 
@@ -294,26 +365,65 @@ def _matcher(predicate: EventFilter) -> Callable[[str, str], bool]:
     return matches
 
 
-def _may_be_repeated(expected: ExpectedVersion, last_revision: int) -> bool:
-    """Whether :func:`decide` may look for the appended ids among the stream's events.
+class _TypeVerdicts(dict[str, bool]):
+    """Whether an event-type filter passes each type: a plain dict lookup per record read, the
+    filter asked once per type (remembered for up to ``_MAX_REMEMBERED_TYPES`` types)."""
 
-    It does for a retried append (expected ``ANY``, ``STREAM_EXISTS``, ``NO_STREAM`` or a
-    revision behind the stream's end); an append expected exactly at the end is a plain write,
-    so the usual command path skips that query.
-    """
-    if last_revision < 0:
-        return False
-    return isinstance(expected, StreamState) or expected < last_revision
+    def __init__(self, predicate: EventFilter) -> None:
+        super().__init__()
+        self._predicate = predicate
+
+    def __missing__(self, event_type: str) -> bool:
+        # The stream plays no part in an event-type filter (see EventFilter.matches).
+        verdict = self._predicate.matches(event_type, "")
+        if len(self) < _MAX_REMEMBERED_TYPES:
+            self[event_type] = verdict
+        return verdict
+
+
+def _page_selector(predicate: EventFilter) -> Callable[[list[_Row]], list[RecordedEvent]]:
+    """The events among a page of rows that pass ``predicate``, in order (once per subscription page)."""
+    to_event = _to_event
+    if predicate.by != "event_type":
+        matches = predicate.matches
+        return lambda rows: [to_event(row) for row in rows if matches(row[4], row[1])]
+    verdicts = _TypeVerdicts(predicate)
+    return lambda rows: [to_event(row) for row in rows if verdicts[row[4]]]
 
 
 class SQLiteEventStore:
     """The event store port over one SQLite file (see the module docstring).
+
+    **Appends and idempotency.** A stream's last revision is read from the ``(stream,
+    revision)`` index; a ``streams`` row exists only for a soft-deleted or tombstoned stream.
+    There is no index on event ids: a re-append is recognised through the stream index. With an
+    exact expected version (or ``NO_STREAM``) behind the stream's end, the events at the
+    revisions the append would have taken are compared, so such retries are recognised however
+    old. With ``ANY`` or ``STREAM_EXISTS`` the first event's id is looked for among the
+    stream's last :data:`IDEMPOTENCY_WINDOW` (100) events only, like EventStoreDB's bounded
+    cache of recent ids: an older re-append with those versions is written again.
+
+    **Group commit** (``group_commit=True``; by default on when ``durable``, where there is an
+    fsync per commit to share, and off at ``NORMAL``, where handing appends between threads
+    costs more than the commits it saves). A thread that appends while no
+    commit is under way commits at once, alone (a lone writer waits for no one). Threads that
+    append meanwhile queue; when the running commit ends, the oldest of them commits the whole
+    queue (up to :data:`MAX_GROUP` appends) in one ``BEGIN IMMEDIATE ... COMMIT``. Each append
+    of a group runs in its own SAVEPOINT: one whose expected-version check (or any other check)
+    fails is rolled back alone and raises in its own thread, the others are written; appends to
+    one stream in one group are decided in queue order, so no update is lost. If the
+    transaction itself fails (lock timeout, disk error, ``COMMIT``), every append of the group
+    raises and none is written. Positions stay in commit order. Appends from other processes
+    are not grouped with these: SQLite's write lock serialises them as before.
+    ``group_commit=False`` commits each append alone in its caller's thread.
 
     :param path: the database file; created with its schema if absent.
     :param durable: ``synchronous=FULL`` (default) or the faster ``NORMAL``.
     :param busy_timeout: seconds to wait for another connection's write lock before raising
         :class:`~eventsourcing_cqrs.errors.EventStoreLockedError`.
     :param poll_interval: how often an idle subscription looks for appends by other processes.
+    :param group_commit: share one transaction between concurrent appends of this store's
+        threads (see above); ``None`` (the default): when ``durable``.
     """
 
     def __init__(
@@ -323,6 +433,7 @@ class SQLiteEventStore:
         durable: bool = True,
         busy_timeout: float = 10.0,
         poll_interval: float = 0.02,
+        group_commit: bool | None = None,
     ) -> None:
         if not isinstance(path, str | os.PathLike) or not str(path) or str(path) == ":memory:":
             raise InvalidInputError(
@@ -330,12 +441,17 @@ class SQLiteEventStore:
             )
         if not isinstance(durable, bool):
             raise InvalidInputError("durable", durable, "give True or False")
+        if group_commit is not None and not isinstance(group_commit, bool):
+            raise InvalidInputError("group_commit", group_commit, "give True, False or None")
         self.path = Path(path)
         self.durable = durable
         self._busy_timeout = validate_seconds(busy_timeout, "busy_timeout", zero_allowed=True)
         self._poll_interval = validate_seconds(poll_interval, "poll_interval")
         self._connections = ThreadConnections(self._open_connection)
         self._notifier = Notifier()
+        self._committer: GroupCommitter[_AppendWork, _AppendOutcome] = GroupCommitter(
+            self._commit_group, max_group=MAX_GROUP, enabled=durable if group_commit is None else group_commit
+        )
         self._closed = False
         self._initialise()
 
@@ -480,6 +596,9 @@ class SQLiteEventStore:
                 f"{str(self.path)!r} is not an event store file: it holds tables {shown}{hint}; "
                 "nothing was written."
             )
+        if application_id == APPLICATION_ID and version == 1:
+            self._migrate()
+            return
         with self._write("creating the schema") as connection:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -488,16 +607,42 @@ class SQLiteEventStore:
             connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         logger.debug("event_store.schema_ready", path=str(self.path))
 
+    def _migrate(self) -> None:
+        """Migrate a version-1 file to this version in place, in one transaction.
+
+        SQLite's schema changes are transactional, so a crash or an error part-way leaves the
+        file as it was (version 1, readable by an older library, migrated on the next open).
+        The version is read again under the write lock: another process may have migrated the
+        file since :meth:`_inspect`. A version-1 row that disagrees with its stream's events is
+        refused as corruption (nothing written) rather than guessed at.
+        """
+        started = time.perf_counter()
+        with self._write("migrating the schema from version 1") as connection:
+            (version,) = connection.execute("PRAGMA user_version").fetchone()
+            if version != 1:
+                return
+            wrong = connection.execute(_V1_INCONSISTENT, (DELETED_REVISION,)).fetchone()
+            if wrong is not None:
+                raise EventStoreCorruptedError(
+                    f"Event store {str(self.path)!r} (schema version 1) records stream {wrong[0]!r} at "
+                    f"revision {wrong[1]}, which its events do not match; not migrated, nothing was written."
+                )
+            for statement in _MIGRATE_FROM_1:
+                connection.execute(statement)
+            connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        logger.info(
+            "event_store.schema_migrated",
+            path=str(self.path),
+            from_version=1,
+            to_version=SCHEMA_VERSION,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
     # -- writing --------------------------------------------------------------------------
 
     @staticmethod
     def _stream_info(connection: sqlite3.Connection, stream: str) -> StreamInfo:
-        row = connection.execute(
-            "SELECT last_revision, visible_from, tombstoned FROM streams WHERE name = ?", (stream,)
-        ).fetchone()
-        if row is None:
-            return StreamInfo()
-        last, visible_from, tombstoned = row
+        last, visible_from, tombstoned = connection.execute(_STREAM_STATE, (stream,)).fetchone()
         return StreamInfo(last, visible_from == DELETED_REVISION, bool(tombstoned))
 
     def append(
@@ -508,18 +653,8 @@ class SQLiteEventStore:
         expected_version: ExpectedVersion,
     ) -> AppendResult:
         name, expected, new = checked_append(stream, events, expected_version)
-        connection = self._connect()
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                result = self._append(connection, name, expected, new)
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
-        except sqlite3.DatabaseError as exc:
-            raise self._translated(exc, f"append to {name!r}") from exc
+        self._connect()  # a closed store fails here, in the caller's thread, not in a group
+        result = self._committer.submit((name, expected, new))
         if isinstance(result, AppendResult):  # the events were already in the stream
             return result
         self._notifier.notify()
@@ -528,50 +663,100 @@ class SQLiteEventStore:
             position = self.head_position(EventFilter(include_system_events=True))
         return AppendResult(name, revision, position)
 
+    def _commit_group(self, group: list[_PendingAppend]) -> None:
+        """Commit the appends of ``group`` in one transaction, each with its own outcome.
+
+        Each append of a group of several runs inside a SAVEPOINT: one that fails its
+        expected-version check (or any other check) is rolled back to it alone and reports its
+        error, and the others go on. A failure of the transaction itself (``BEGIN``, a lost
+        transaction, ``COMMIT``) fails every append of the group, none of which is written.
+        """
+        connection = self._connect()
+        shared = len(group) > 1
+        written = False
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            for pending in group:
+                name, expected, new = pending.work
+                try:
+                    if shared:
+                        connection.execute("SAVEPOINT one_append")
+                    pending.outcome = self._append(connection, name, expected, new)
+                    if shared:
+                        connection.execute("RELEASE one_append")
+                    written = True
+                except Exception as exc:
+                    if not connection.in_transaction:
+                        raise  # SQLite rolled the whole transaction back: the group fails
+                    if shared:
+                        connection.execute("ROLLBACK TO one_append")
+                        connection.execute("RELEASE one_append")
+                    pending.outcome = None
+                    pending.error = (
+                        self._caused(exc, f"append to {name!r}")
+                        if isinstance(exc, sqlite3.DatabaseError)
+                        else exc
+                    )
+            connection.execute("COMMIT" if written else "ROLLBACK")
+        except BaseException as exc:
+            if connection.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
+            if not isinstance(exc, sqlite3.DatabaseError):
+                raise
+            for pending in group:
+                pending.outcome = None
+                pending.error = self._caused(exc, f"append to {pending.work[0]!r}")
+
+    def _caused(self, exc: sqlite3.DatabaseError, operation: str) -> EventStoreError:
+        """:meth:`_translated`, with ``exc`` as its cause (it is raised later, in the writer's thread)."""
+        error = self._translated(exc, operation)
+        error.__cause__ = exc
+        return error
+
     def _append(
         self, connection: sqlite3.Connection, name: str, expected: ExpectedVersion, new: list[NewEvent]
     ) -> tuple[int, int | None] | AppendResult:
         """Write ``new`` in the open transaction: its ``(revision, position)``, or the original
         result when the same events are already in the stream.
 
-        The usual command appends events to a live stream at exactly its last revision (or
-        creates it): the stream's row is then claimed with one guarded statement, and
-        :func:`decide` would only say "write". Anything else (a stream in another state, a
-        retried append, ``ANY``/``STREAM_EXISTS``) reads the stream's state and asks it.
+        The usual command (events appended to a live stream at exactly its last revision)
+        costs one indexed read of the stream's state and the insert. The ids the commit
+        decision compares with are read through the stream index, never a global id index: for
+        an exact expected version (or ``NO_STREAM``) behind the stream's end, the events at the
+        revisions the append would have taken; for ``ANY`` and ``STREAM_EXISTS``, the
+        occurrence of the first id among the stream's last :data:`IDEMPOTENCY_WINDOW` events
+        (and, if found, the events from there).
         """
-        if new and type(expected) is int and expected + len(new) < DELETED_REVISION:
-            revision = expected + len(new)
-            if connection.execute(_CLAIM_AT, (revision, name, expected, DELETED_REVISION)).rowcount:
-                return revision, self._insert(connection, self._rows(name, expected, new))
-        elif new and expected is StreamState.NO_STREAM:
-            revision = len(new) - 1
-            if connection.execute(_CLAIM_NEW, (name, revision)).rowcount:
-                return revision, self._insert(connection, self._rows(name, -1, new))
         info = self._stream_info(connection, name)
         ids = [event.id for event in new]
         existing: dict[uuid.UUID, tuple[int, int]] = {}
-        if ids and _may_be_repeated(expected, info.last_revision):
-            marks = ",".join("?" * len(ids))
-            for event_id, found_revision, found_position in connection.execute(
-                f"SELECT id, revision, position FROM events WHERE id IN ({marks}) AND stream = ?",
-                [i.bytes for i in ids] + [name],
-            ):
-                existing[uuid.UUID(bytes=event_id)] = (found_revision, found_position)
+        last = info.last_revision
+        if ids and last >= 0 and not info.tombstoned:
+            first: int | None = None
+            if type(expected) is int or expected is StreamState.NO_STREAM:
+                wanted = -1 if expected is StreamState.NO_STREAM else expected
+                assert isinstance(wanted, int)
+                if wanted < last:
+                    first = wanted + 1
+            else:
+                window = last - max(IDEMPOTENCY_WINDOW, len(ids))
+                found = connection.execute(_ID_IN_WINDOW, (name, window, ids[0].bytes)).fetchone()
+                if found is not None:
+                    first = found[0]
+            if first is not None:
+                for event_id, found_revision, found_position in connection.execute(
+                    _IDS_IN_RANGE, (name, first, min(first + len(ids) - 1, DELETED_REVISION - 1))
+                ):
+                    existing[uuid.UUID(bytes=event_id)] = (found_revision, found_position)
         decision = decide(name, expected, ids, info, existing)
         if isinstance(decision, AlreadyWritten):
             return AppendResult(name, decision.revision, decision.position, already_written=True)
-        last = info.last_revision
         if decision.undelete:
             self._write_metadata(connection, name, {"$tb": last + 1})
+            self._set_stream(connection, name, visible_from=last + 1)
         position = self._insert(connection, self._rows(name, last, new))
-        revision = last + len(new)
-        self._set_stream(
-            connection,
-            name,
-            last_revision=revision,
-            visible_from=last + 1 if decision.undelete else None,
-        )
-        return revision, position
+        return last + len(new), position
 
     @staticmethod
     def _rows(name: str, last_revision: int, new: list[NewEvent]) -> list[tuple[Any, ...]]:
@@ -607,18 +792,15 @@ class SQLiteEventStore:
         connection: sqlite3.Connection,
         stream: str,
         *,
-        last_revision: int | None = None,
         visible_from: int | None = None,
         tombstoned: bool = False,
     ) -> None:
+        """Record a deletion in the stream's ``streams`` row (only deletes write one)."""
         connection.execute(
-            "INSERT INTO streams (name, last_revision, visible_from, tombstoned) "
-            "VALUES (?, coalesce(?, -1), coalesce(?, 0), ?) "
+            "INSERT INTO streams (name, visible_from, tombstoned) VALUES (?, coalesce(?, 0), ?) "
             "ON CONFLICT (name) DO UPDATE SET "
-            "last_revision = coalesce(?, last_revision), "
-            "visible_from = coalesce(?, visible_from), "
-            "tombstoned = max(tombstoned, ?)",
-            (stream, last_revision, visible_from, tombstoned, last_revision, visible_from, tombstoned),
+            "visible_from = coalesce(?, visible_from), tombstoned = max(tombstoned, ?)",
+            (stream, visible_from, tombstoned, visible_from, tombstoned),
         )
 
     def _write_metadata(self, connection: sqlite3.Connection, stream: str, metadata: dict[str, int]) -> None:
@@ -641,7 +823,6 @@ class SQLiteEventStore:
                 )
             ],
         )
-        self._set_stream(connection, meta_stream, last_revision=revision)
 
     def delete_stream(self, stream: str, *, expected_version: ExpectedVersion) -> None:
         name, expected = checked_delete(stream, expected_version)
@@ -798,7 +979,7 @@ class SQLiteEventStore:
         from_position, predicate, checkpoint_interval = checked_subscribe(
             from_position, filter, checkpoint_interval
         )
-        matches = _matcher(predicate)
+        select = _page_selector(predicate)
         query = f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
 
         def fetch(after: int, page: int) -> tuple[list[RecordedEvent], int | None, int]:
@@ -806,8 +987,7 @@ class SQLiteEventStore:
                 rows = self._connect().execute(query, (min(after, _LAST_ROWID), page)).fetchall()
             if not rows:
                 return [], None, 0
-            matching = [_to_event(row) for row in rows if matches(row[4], row[1])]
-            return matching, rows[-1][0], len(rows)
+            return select(rows), rows[-1][0], len(rows)
 
         return PollingSubscription(
             fetch,

@@ -190,6 +190,33 @@ def normalize_document(table: str, key: str, document: Mapping[str, Any]) -> Doc
 
 def merge_changes(table: str, key: str, current: Document, changes: Mapping[str, Any]) -> Document:
     """The normal form of ``{**current, **changes}``, ``current`` being in normal form; a new dict."""
+    # Once per projected event (``update`` of a balance, a counter): the usual changes, a dict
+    # of a few ASCII-named scalars or decimals, are normalised and checked in one loop here.
+    # Anything else, and any text that is not plain ASCII or holds a NUL, takes the general
+    # path below, which decides (and words the error) exactly as before.
+    if type(changes) is dict:
+        merged = current.copy()
+        for name, value in changes.items():
+            if type(name) is not str or not name.isascii() or "\x00" in name:
+                break
+            kind = type(value)
+            if kind is str:
+                if not value.isascii() or "\x00" in value:
+                    break
+                merged[name] = value
+            elif kind is Decimal:
+                merged[name] = str(value)  # ASCII digits, sign, point and exponent only
+            elif kind in _AS_IS:
+                merged[name] = value
+            else:
+                break
+        else:
+            return merged
+    return _merge_changes_checked(table, key, current, changes)
+
+
+def _merge_changes_checked(table: str, key: str, current: Document, changes: Mapping[str, Any]) -> Document:
+    """:func:`merge_changes` for any changes: normalised field by field, or by a JSON round trip."""
     if type(changes) is not dict and not isinstance(changes, Mapping):
         raise InvalidInputError(
             f"changes for key {key!r} in table {table!r}", changes, "changes must be a mapping of fields"

@@ -181,7 +181,7 @@ def test_an_exclusive_lock_held_by_another_connection_is_reported_as_locked(tmp_
     try:
         holder.execute("PRAGMA locking_mode=EXCLUSIVE")  # kept after the write: no one else may read
         holder.execute("BEGIN IMMEDIATE")
-        holder.execute("INSERT INTO streams (name, last_revision) VALUES ('Other-1', -1)")
+        holder.execute("INSERT INTO streams (name) VALUES ('Other-1')")
         holder.execute("COMMIT")
         with pytest.raises(EventStoreLockedError, match="locked by another connection") as caught:
             SQLiteEventStore(path, busy_timeout=0.05)
