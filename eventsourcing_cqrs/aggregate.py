@@ -30,6 +30,10 @@ the id, because the repository creates the empty aggregate before replaying its 
 :meth:`Aggregate.snapshot` and :meth:`Aggregate.restore`, and bump ``snapshot_version``
 whenever the snapshot's shape *or* the logic of ``when`` changes, so that older snapshots are
 ignored rather than trusted.
+
+**The repository's cache** (``Repository(cache_size=N)``) hands out deep copies
+(``copy.deepcopy``) of the aggregates it keeps, so keep an aggregate's state to plain values
+(no open files, locks or connections); one that cannot be copied is simply not cached.
 """
 
 from __future__ import annotations

@@ -32,14 +32,39 @@ ids, falls back to reading the ``dedup_window`` events before it. A creation com
 redelivered, or a redelivery racing the first delivery, is recognised by the store's
 idempotent append (:attr:`~eventsourcing_cqrs.event_store.port.AppendResult.already_written`,
 reported by the embedded stores) and flagged ``duplicate`` the same way.
+
+**The aggregate cache.** With ``cache_size=N`` (0, the default, turns it off) the repository
+keeps the last N aggregates it loaded or saved, least recently used dropped first. It never
+hides another writer's append, in this process or another one:
+
+* every load of a cached aggregate (in a command or not) reads the events appended after its
+  cached version — one ``read_stream(from_revision=version + 1)``, usually empty, instead of a
+  replay — and applies them, so it returns exactly what a replay would;
+* an append made between that read and the save still meets the expected-version check: the
+  save fails with :class:`~eventsourcing_cqrs.errors.WrongExpectedVersionError`, the entry is
+  dropped (as on any failed append), and the command bus's retry loads from the store.
+
+The cache is write-through: a successful save replaces the entry with the saved state. Cached
+aggregates are never handed out: a load returns a deep copy (``copy.deepcopy``), and a save
+stores a copy, so two concurrent commands never share state and a handler that changes an
+aggregate without saving it changes nothing in the cache. (An aggregate that cannot be deep
+copied is simply not cached; ``aggregate_cache.copy_failed`` is logged.) Past states
+(``at_version``/``at_time``) bypass the cache. A cached aggregate remembers the ids of its
+last ``dedup_window`` events, so a redelivered command is recognised as with snapshots: while
+its first event is among the stream's last ``dedup_window`` events. One thing it does not
+see: a stream deleted and recreated by another process while cached (deletion is rare for an
+aggregate's stream; use another repository, or none, after deleting).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import json
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -67,7 +92,7 @@ from eventsourcing_cqrs.event_store.port import (
     StreamState,
 )
 from eventsourcing_cqrs.messages import Metadata
-from eventsourcing_cqrs.serialization import EventEnvelope, EventRegistry
+from eventsourcing_cqrs.serialization import EventEnvelope, EventRegistry, FastPath
 from eventsourcing_cqrs.unit_of_work import (
     CommandAlreadyHandled,
     UnitOfWork,
@@ -89,6 +114,7 @@ _AGGREGATE_VERSION_KEY = "aggregateVersion"
 _SNAPSHOT_VERSION_KEY = "snapshotVersion"
 #: The snapshot metadata key of the ids of the last ``dedup_window`` events it stands for (base64).
 _RECENT_IDS_KEY = "recentEventIds"
+_JSON = "application/json"
 _SNAPSHOT_NAMESPACE = uuid.UUID("6f0b7d57-3f0c-4c3b-9a57-54a0b7c1e2d1")
 
 
@@ -155,6 +181,49 @@ class _RedeliveryCheck:
             raise CommandAlreadyHandled(self.work.context.command_id, self.last)
 
 
+class _AggregateCache(Generic[A]):
+    """At most ``size`` aggregates by id, least recently used dropped first; thread-safe.
+
+    The aggregates held are never changed once put here (the repository puts and hands out
+    copies), so they are read outside the lock.
+    """
+
+    __slots__ = ("_entries", "_lock", "_size")
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[str, A] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, aggregate_id: str) -> A | None:
+        with self._lock:
+            found = self._entries.get(aggregate_id)
+            if found is not None:
+                self._entries.move_to_end(aggregate_id)
+            return found
+
+    def put(self, aggregate: A) -> None:
+        """Hold ``aggregate`` (a copy no one else has), unless a later version is held already."""
+        with self._lock:
+            entries = self._entries
+            held = entries.get(aggregate.id)
+            if held is not None and held.version > aggregate.version:
+                # A concurrent command saved a later version first: keep it.
+                entries.move_to_end(aggregate.id)
+                return
+            entries[aggregate.id] = aggregate
+            entries.move_to_end(aggregate.id)
+            if len(entries) > self._size:
+                entries.popitem(last=False)
+
+    def drop(self, aggregate_id: str) -> None:
+        with self._lock:
+            self._entries.pop(aggregate_id, None)
+
+
 class Repository(Generic[A]):
     """Loads and saves aggregates of one type from an event store.
 
@@ -162,7 +231,8 @@ class Repository(Generic[A]):
     named in the aggregate's ``Aggregate[...]`` base (pass your own to add upcasters).
     ``dedup_window`` is how many of a stream's last events a redelivered command is looked
     for in when loading from a snapshot (see the module docstring); each snapshot carries
-    16 bytes per event of it.
+    16 bytes per event of it. ``cache_size`` is how many aggregates the repository keeps in
+    memory between loads (0: none; see the module docstring for what a cached load reads).
     """
 
     def __init__(
@@ -173,6 +243,7 @@ class Repository(Generic[A]):
         *,
         snapshot_every: int | None = None,
         dedup_window: int = 500,
+        cache_size: int = 0,
     ) -> None:
         if not all(callable(getattr(store, method, None)) for method in _STORE_METHODS):
             raise InvalidInputError(
@@ -204,12 +275,21 @@ class Repository(Generic[A]):
                 )
         if isinstance(dedup_window, bool) or not isinstance(dedup_window, int) or dedup_window < 0:
             raise InvalidInputError("dedup_window", dedup_window, "give a non-negative number of events")
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
+            raise InvalidInputError(
+                "cache_size", cache_size, "give a non-negative number of aggregates (0 turns the cache off)"
+            )
         self._store = store
         self._type = aggregate_type
         self._category: str = aggregate_type.category
         self._registry = registry
         self._snapshot_every = snapshot_every
         self._dedup_window = dedup_window
+        self._cache: _AggregateCache[A] | None = _AggregateCache(cache_size) if cache_size else None
+        # Snapshots and cached aggregates both need the ids of an aggregate's last events.
+        self._track_ids = snapshot_every is not None or cache_size > 0
+        #: How to decode each stored type this aggregate handles, filled as types are met.
+        self._fast_paths: dict[str, FastPath] = {}
 
     def __repr__(self) -> str:
         return f"Repository[{self._type.__name__}]({self._store!r})"
@@ -218,6 +298,16 @@ class Repository(Generic[A]):
     def aggregate_type(self) -> type[A]:
         """The class of the aggregates this repository loads."""
         return self._type
+
+    @property
+    def cache_size(self) -> int:
+        """How many aggregates the cache holds at most (0: no cache)."""
+        return self._cache._size if self._cache is not None else 0
+
+    @property
+    def cached(self) -> int:
+        """How many aggregates the cache holds now."""
+        return len(self._cache) if self._cache is not None else 0
 
     @property
     def registry(self) -> EventRegistry:
@@ -256,6 +346,8 @@ class Repository(Generic[A]):
         from the first event, comparing each event's recorded time.
         Raises :class:`AggregateNotFoundError` if the stream has no events (or had none by
         ``at_time``), and :class:`InvalidInputError` if ``at_version`` is beyond the last one.
+        With the cache on, a cached aggregate is brought up to date with the events stored
+        after its version (see the module docstring), never returned as it was.
         """
         if at_version is not None and at_time is not None:
             raise InvalidInputError("at_time", at_time, "give at_version or at_time, not both")
@@ -266,8 +358,14 @@ class Repository(Generic[A]):
         if at_time is not None and (not isinstance(at_time, datetime) or at_time.tzinfo is None):
             raise InvalidInputError("at_time", at_time, "give a timezone-aware datetime")
         stream = self.stream_name(aggregate_id)
+        latest = at_version is None and at_time is None
+        work = current_unit_of_work() if latest else None
+        cache = self._cache if latest else None
+        if cache is not None:
+            cached = cache.get(aggregate_id)
+            if cached is not None:
+                return self._from_cache(cached, stream, work)
         aggregate = self._type(aggregate_id)
-        work = current_unit_of_work() if at_version is None and at_time is None else None
         check = _RedeliveryCheck(work, stream) if work is not None else None
 
         snapshot = None
@@ -284,9 +382,7 @@ class Repository(Generic[A]):
             return aggregate
         records = self._read(aggregate_id, stream, start, limit)
         # With snapshots, the ids replayed go into the aggregate's next snapshot (see the module).
-        seen: list[uuid.UUID] | None = (
-            [] if self._snapshot_every is not None and at_version is None and at_time is None else None
-        )
+        seen: list[uuid.UUID] | None = [] if self._track_ids and latest else None
         replayed = self._replay(aggregate, records, at_time, check, seen)
         if check is not None:
             check.raise_if_found()
@@ -306,9 +402,63 @@ class Repository(Generic[A]):
                 at_version,
                 f"{self._type.__name__} {aggregate_id!r} is only at version {aggregate.version}",
             )
-        if at_version is not None or at_time is not None:
+        if not latest:
             aggregate._mark_historical()
+        elif cache is not None:
+            self._cache_copy(aggregate)
         return aggregate
+
+    def _from_cache(self, cached: A, stream: StreamName, work: UnitOfWork | None) -> A:
+        """A copy of ``cached`` with the events stored after its version applied.
+
+        The read is what keeps the cache exact across processes: without it, a command would
+        decide on a state that misses another process's append (and might refuse what the
+        current state allows); with it, only an append made between this read and the save
+        is unseen, and the save's expected-version check catches that one.
+        """
+        aggregate = self._copy(cached)
+        if aggregate is None:
+            assert self._cache is not None
+            self._cache.drop(cached.id)
+            return self.load(cached.id)
+        check = _RedeliveryCheck(work, stream) if work is not None else None
+        if check is not None and self._dedup_window:
+            self._check_recent(
+                stream, aggregate.version, aggregate.__dict__.get(_RECENT_IDS_ATTRIBUTE), check
+            )
+        try:
+            records = self._store.read_stream(stream, from_revision=aggregate.version + 1)
+        except (StreamNotFoundError, StreamDeletedError):
+            assert self._cache is not None
+            self._cache.drop(aggregate.id)
+            raise AggregateNotFoundError(self._type.__name__, aggregate.id) from None
+        seen: list[uuid.UUID] = []
+        replayed = self._replay(aggregate, records, None, check, seen)
+        if check is not None:
+            check.raise_if_found()
+        if replayed:
+            _remember_ids(aggregate, seen, self._dedup_window)
+            self._cache_copy(aggregate)
+        return aggregate
+
+    def _copy(self, aggregate: A) -> A | None:
+        try:
+            return copy.deepcopy(aggregate)
+        except Exception:  # a cache must never fail a load or a save: go without it
+            logger.warning(
+                "aggregate_cache.copy_failed", stream=self.stream_name(aggregate.id), exc_info=True
+            )
+            return None
+
+    def _cache_copy(self, aggregate: A) -> None:
+        """Cache a copy of ``aggregate`` (stored, nothing pending), or drop its entry if it has none."""
+        cache = self._cache
+        assert cache is not None
+        copied = self._copy(aggregate)
+        if copied is None:
+            cache.drop(aggregate.id)
+        else:
+            cache.put(copied)
 
     def _read(
         self, aggregate_id: str, stream: str, start: int | None, limit: int | None
@@ -326,24 +476,33 @@ class Repository(Generic[A]):
         check: _RedeliveryCheck | None,
         seen: list[uuid.UUID] | None = None,
     ) -> int:
+        # This loop runs once per stored event: what EventRegistry.decode and Aggregate._replayed
+        # do is inlined for the usual event (JSON, written at its class's current version), and
+        # the event type is checked once per type, not once per event (see _fast_path).
+        paths = self._fast_paths
         decode = self._registry.decode
-        allowed = self._event_classes
-        replayed = aggregate._replayed
+        when = aggregate.when
         # The check's next id, compared here: a method call only for the command's own events.
         wanted = check.next_id if check is not None else None
         count = 0
         for recorded in records:
             if at_time is not None and recorded.recorded_at > at_time:
                 break
-            event = decode(recorded)
-            if not isinstance(event, allowed):
-                raise CorruptEventError(
-                    f"{self._type.__name__} does not handle {recorded.type!r} events.",
-                    stream=recorded.stream,
-                    revision=recorded.revision,
-                    event_type=recorded.type,
-                )
-            replayed(event, recorded.revision)
+            path = paths.get(recorded.type)
+            if path is None:
+                path = self._fast_path(recorded)
+            _, validate, tail, alone = path
+            metadata = recorded.metadata
+            if recorded.content_type == _JSON and (metadata == alone or metadata.endswith(tail)):
+                try:
+                    event = validate(recorded.data)
+                except ValidationError:
+                    decode(recorded)  # raises the CorruptEventError that names stream and revision
+                    raise
+            else:
+                event = decode(recorded)  # an older schema version (upcast), or unusual metadata
+            when(event)
+            aggregate._version = recorded.revision
             if seen is not None:
                 seen.append(recorded.id)
             if wanted is not None and recorded.id == wanted:
@@ -352,6 +511,24 @@ class Repository(Generic[A]):
                 wanted = check.next_id
             count += 1
         return count
+
+    def _fast_path(self, recorded: RecordedEvent) -> FastPath:
+        """How to decode events of ``recorded``'s type, checked once to be one this aggregate handles.
+
+        The registry only ever adds names (a name never changes class), so what is kept here
+        stays right; a type registered later is met here first.
+        """
+        registry = self._registry
+        if recorded.type in registry and issubclass(registry.event_class(recorded.type), self._event_classes):
+            path = self._fast_paths[recorded.type] = registry.fast_path(recorded.type)
+            return path
+        registry.decode(recorded)  # an unknown type or a corrupt payload is reported as such
+        raise CorruptEventError(
+            f"{self._type.__name__} does not handle {recorded.type!r} events.",
+            stream=recorded.stream,
+            revision=recorded.revision,
+            event_type=recorded.type,
+        )
 
     def history(self, aggregate_id: str) -> Iterator[EventEnvelope[Any]]:
         """Every stored event of the aggregate with its metadata (who, why, when), oldest first."""
@@ -408,15 +585,24 @@ class Repository(Generic[A]):
     ) -> AppendResult:
         before = aggregate.version
         expected = StreamState.NO_STREAM if before < 0 else before
+        cache = self._cache
         try:
             result = self._store.append(stream, events, expected_version=expected)
         except WrongExpectedVersionError as exc:
+            if cache is not None:
+                cache.drop(aggregate.id)  # the retry reloads from the store
             if before < 0:
                 raise AggregateAlreadyExistsError(self._type.__name__, aggregate.id) from exc
+            raise
+        except BaseException:
+            if cache is not None:
+                cache.drop(aggregate.id)  # the append's outcome is unknown: trust only the store
             raise
         if work is not None and result.already_written:
             # The store found this command's events already written: a redelivery that no load
             # could spot (a creation, or a delivery racing the first one).
+            if cache is not None:
+                cache.drop(aggregate.id)
             raise CommandAlreadyHandled(work.context.command_id, result)
         aggregate._saved(result.revision)
         if work is not None:
@@ -429,11 +615,13 @@ class Repository(Generic[A]):
                 revision=result.revision,
                 commit_position=result.position,
             )
-        every = self._snapshot_every
-        if every is not None:
+        if self._track_ids:
             _remember_ids(aggregate, [event.id for event in events], self._dedup_window)
-            if (before + 1) // every != (result.revision + 1) // every:
-                self._write_snapshot(aggregate)
+        every = self._snapshot_every
+        if every is not None and (before + 1) // every != (result.revision + 1) // every:
+            self._write_snapshot(aggregate)
+        if cache is not None:
+            self._cache_copy(aggregate)  # write-through, after the snapshot read back any ids
         return result
 
     # -- snapshots ------------------------------------------------------------------------
@@ -550,8 +738,13 @@ class Repository(Generic[A]):
         event on, for the original result. A snapshot without them (written by an earlier
         version) makes it read the ``dedup_window`` events before it instead.
         """
-        revision = snapshot.version
-        recent = snapshot.recent_ids
+        self._check_recent(stream, snapshot.version, snapshot.recent_ids, check)
+
+    def _check_recent(
+        self, stream: str, revision: int, recent: bytes | None, check: _RedeliveryCheck
+    ) -> None:
+        """Look for the command's first event among the last ``dedup_window`` up to ``revision``,
+        whose ids are ``recent`` (or, when ``None``, unknown: read back)."""
         if recent is not None:
             index = _find_id(recent, check.next_id.bytes)
             if index is None:
