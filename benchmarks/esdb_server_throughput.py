@@ -1,31 +1,38 @@
-"""Append and catch-up throughput over gRPC through the in-process EventStoreDB test server.
+"""Append and catch-up throughput over gRPC through the EventStoreDB test server, with the server
+in this process and in a child process, esdbclient alone beside the adapter.
 
     .venv/bin/python benchmarks/esdb_server_throughput.py                 # 20,000 events
     .venv/bin/python benchmarks/esdb_server_throughput.py --events 1000   # smallest
 
-What ``compare.py`` does not: the EventStoreDB path (``compare.py`` is SQLite only). It prints one
-row per path, esdbclient alone and :class:`~eventsourcing_cqrs.event_store.esdb.EsdbEventStore`
-(the adapter) on top of it: appends of 1 and of 100 events per call, a catch-up subscription to
-``$all``, and a catch-up whose server-side filter drops every event (records scanned per second).
-The server (:mod:`eventsourcing_cqrs.testing.esdb_server`) runs in this process, so the figures
-include both ends of the gRPC connection on the same CPU cores; they measure the test double and
-the adapter's overhead over esdbclient, not EventStoreDB. Needs the ``esdb`` extra.
+What ``compare.py`` does not: the EventStoreDB path (``compare.py`` is SQLite only). For each place
+the server runs (:class:`~eventsourcing_cqrs.testing.esdb_server.EsdbTestServer` in this process,
+:class:`~eventsourcing_cqrs.testing.esdb_server.EsdbServerProcess` in its own, as the test fixture
+runs it) it prints one row per path, esdbclient alone and
+:class:`~eventsourcing_cqrs.event_store.esdb.EsdbEventStore` (the adapter) on top of it: appends of 1
+and of 100 events per call, a catch-up subscription to ``$all``, and a catch-up whose server-side
+filter drops every event (records scanned per second). The adapter's rows also give its cost in
+µs per event over esdbclient's on the same server. Each catch-up runs ``--rounds`` times,
+alternating esdbclient and the adapter, and the table shows the median round. The figures
+measure the test double and the adapter's overhead over esdbclient, not EventStoreDB; with the
+server in this process both ends of the gRPC connection share one GIL. Needs the ``esdb`` extra.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import esdbclient
 from _common import quiet_logs
 
 from eventsourcing_cqrs.event_store import CaughtUp, EventFilter, NewEvent, RecordedEvent, StreamState
 from eventsourcing_cqrs.event_store.esdb import EsdbEventStore
-from eventsourcing_cqrs.testing.esdb_server import EsdbTestServer
+from eventsourcing_cqrs.testing.esdb_server import EsdbServerProcess, EsdbTestServer
 
 PAYLOAD = json.dumps({"amount": 100, "note": "x" * 150}).encode()
 
@@ -79,46 +86,85 @@ def _store_catch_up(store: EsdbEventStore, event_filter: EventFilter | None) -> 
     return count
 
 
+@contextmanager
+def _server(where: str) -> Iterator[str]:
+    """The URI of a lenient test server running ``where``: "in process" or "own process"."""
+    if where == "in process":
+        with EsdbTestServer() as server:
+            yield server.uri
+    else:
+        with EsdbServerProcess() as process:
+            yield process.uri
+
+
+# (server, path, events, seconds, µs per event over esdbclient's row on the same server or None)
+_Row = tuple[str, str, int, float, float | None]
+
+
+def _median(action: Callable[[], int], rounds: int) -> tuple[int, float]:
+    results = [_timed(action) for _ in range(rounds)]
+    return results[0][0], statistics.median(seconds for _, seconds in results)
+
+
+def _measure(where: str, events: int, rounds: int) -> list[_Row]:
+    rows: list[_Row] = []
+
+    def pair(name: str, client_action: Callable[[], int], store_action: Callable[[], int]) -> None:
+        client_runs: list[tuple[int, float]] = []
+        store_runs: list[tuple[int, float]] = []
+        for _ in range(rounds):  # alternate, so that both sides meet the same noise
+            client_runs.append(_timed(client_action))
+            store_runs.append(_timed(store_action))
+        client_count, client_seconds = client_runs[0][0], statistics.median(s for _, s in client_runs)
+        store_count, store_seconds = store_runs[0][0], statistics.median(s for _, s in store_runs)
+        overhead = (store_seconds / store_count - client_seconds / client_count) * 1e6
+        rows.append((where, f"{name}, esdbclient", client_count, client_seconds, None))
+        rows.append((where, f"{name}, EsdbEventStore", store_count, store_seconds, overhead))
+
+    with _server(where) as uri:
+        client = esdbclient.EventStoreDBClient(uri)
+        store = EsdbEventStore(uri)
+        singles = min(events // 10, 2_000)
+        pair(
+            "append 1/call",
+            lambda: _client_appends(client, singles, 1),
+            lambda: _store_appends(store, singles, 1),
+        )
+        # The catch-ups read every event written so far: top the log up to about ``events``.
+        written = 2 * rounds * singles
+        if written < events:
+            _client_appends(client, events - written, 100)
+        pair("catch-up $all", lambda: _client_catch_up(client), lambda: _store_catch_up(store, None))
+        nothing = EventFilter(prefixes=("NoSuchType",))
+        scanned = len(list(store.read_all(filter=EventFilter(include_system_events=True))))
+        _, seconds = _median(lambda: _store_catch_up(store, nothing), rounds)
+        rows.append((where, "catch-up, filter drops all (scanned)", scanned, seconds, None))
+        store.close()
+        client.close()
+    return rows
+
+
 def main() -> None:
     """Measure and print the table."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", type=int, default=20_000, help="events per catch-up run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each measurement (median shown)")
     args = parser.parse_args()
     quiet_logs()
 
-    rows: list[tuple[str, int, float]] = []
-    with EsdbTestServer() as server:
-        client = esdbclient.EventStoreDBClient(server.uri)
-        store = EsdbEventStore(server.uri)
-        singles = min(args.events // 10, 2_000)
-        rows.append(
-            ("append, 1 event/call, esdbclient", *_timed(lambda: _client_appends(client, singles, 1)))
-        )
-        rows.append(
-            ("append, 1 event/call, EsdbEventStore", *_timed(lambda: _store_appends(store, singles, 1)))
-        )
-        half = args.events // 2
-        rows.append(
-            ("append, 100 events/call, esdbclient", *_timed(lambda: _client_appends(client, half, 100)))
-        )
-        rows.append(
-            ("append, 100 events/call, EsdbEventStore", *_timed(lambda: _store_appends(store, half, 100)))
-        )
-        rows.append(("catch-up $all, esdbclient", *_timed(lambda: _client_catch_up(client))))
-        rows.append(("catch-up $all, EsdbEventStore", *_timed(lambda: _store_catch_up(store, None))))
-        nothing = EventFilter(prefixes=("NoSuchType",))
-        scanned = len(list(store.read_all(filter=EventFilter(include_system_events=True))))
-        _, seconds = _timed(lambda: _store_catch_up(store, nothing))
-        rows.append(("catch-up, filter drops all (records scanned)", scanned, seconds))
-        store.close()
-        client.close()
-
-    print(f"{'path':<46} {'events':>8} {'seconds':>8} {'events/s':>10}")
-    for name, count, seconds in rows:
+    rows = [
+        row for where in ("in process", "own process") for row in _measure(where, args.events, args.rounds)
+    ]
+    print(
+        f"{'server':<12} {'path':<38} {'events':>7} {'seconds':>8} {'events/s':>9} "
+        f"{'µs/event over esdbclient':>25}"
+    )
+    for where, name, count, seconds, overhead in rows:
         rate = count / seconds if seconds else float("inf")
-        print(f"{name:<46} {count:>8} {seconds:>8.2f} {rate:>10,.0f}")
+        extra = "" if overhead is None else f"{overhead:+.1f}"
+        print(f"{where:<12} {name:<38} {count:>7} {seconds:>8.2f} {rate:>9,.0f} {extra:>25}")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,8 @@ SERVICE_NAME: Final = "event_store.client.streams.Streams"
 DEFAULT_MAX_APPEND_SIZE: Final = 1_048_576
 
 _ReadResp = streams_pb2.ReadResp
+#: What Read's handlers yield: a message, or an event's response already serialized (cached).
+_ReadOut = _ReadResp | bytes
 _RecordedEvent = streams_pb2.ReadResp.ReadEvent.RecordedEvent
 _UINT64_MAX: Final = 2**64 - 1
 _CHUNK: Final = 256
@@ -179,6 +181,14 @@ def _recorded_event(record: Record, structured: bool) -> _RecordedEvent:
     )
 
 
+def _serialize_read(response: _ReadOut) -> bytes:
+    """Read's response serializer: cached event responses are bytes already."""
+    if type(response) is bytes:
+        return response
+    assert isinstance(response, _ReadResp)
+    return response.SerializeToString()
+
+
 # -------------------------------------------------------------------------------- filters
 
 _Predicate = Callable[[Record], bool]
@@ -273,6 +283,9 @@ class StreamsService:
         self._drop_generation = 0
         #: Set on a secure (TLS) node: who may do what (``_security.py``); ``None`` allows every call.
         self.security: Security | None = None
+        # Serialized read responses by record position, one cache per UUID format (_read_event).
+        self._structured_responses: dict[int, bytes] = {}
+        self._string_responses: dict[int, bytes] = {}
 
     def drop_subscriptions(self) -> None:
         """Abort every open subscription as EventStoreDB 23.10 aborted a slow consumer."""
@@ -305,7 +318,7 @@ class StreamsService:
                 "Read": grpc.unary_stream_rpc_method_handler(
                     self.read,
                     request_deserializer=streams_pb2.ReadReq.FromString,
-                    response_serializer=streams_pb2.ReadResp.SerializeToString,
+                    response_serializer=_serialize_read,
                 ),
                 "Append": grpc.stream_unary_rpc_method_handler(
                     self.append,
@@ -332,10 +345,12 @@ class StreamsService:
 
     # ---------------------------------------------------------------------------- Read
 
-    def read(
-        self, request: streams_pb2.ReadReq, context: grpc.ServicerContext
-    ) -> Iterator[streams_pb2.ReadResp]:
-        """Streams.Read: stream or ``$all``, counted read or catch-up subscription."""
+    def read(self, request: streams_pb2.ReadReq, context: grpc.ServicerContext) -> Iterator[_ReadOut]:
+        """Streams.Read: stream or ``$all``, counted read or catch-up subscription.
+
+        Events come as the bytes of their serialized response (see ``_read_event``), the other
+        responses as messages; ``_serialize_read`` passes the bytes through.
+        """
         self._delay(context)
         options = request.options
         stream_option = options.WhichOneof("stream_option")
@@ -371,7 +386,16 @@ class StreamsService:
                 return
             yield response
 
-    def _read_event(self, record: Record, structured: bool, resolve_links: bool) -> _ReadResp:
+    def _read_event(self, record: Record, structured: bool, resolve_links: bool) -> _ReadOut:
+        """The response that carries ``record``: serialized once per record and UUID format.
+
+        A record never changes once written, and its response (the event, its commit position)
+        depends only on it and on the UUID option, so every read after the first reuses the
+        bytes. A resolved link is built afresh each time: whether it carries its target depends
+        on the target's visibility now (deleted, truncated, expired). The cache holds one
+        response per record and UUID format read, about the record's size again: the server
+        keeps everything in memory anyway.
+        """
         if resolve_links and record.type == LINK_TYPE:
             target = self._resolve_link(record)
             read_event = streams_pb2.ReadResp.ReadEvent(
@@ -380,11 +404,18 @@ class StreamsService:
             if target is not None:
                 read_event.event.CopyFrom(_recorded_event(target, structured))
             return _ReadResp(event=read_event)
-        return _ReadResp(
-            event=streams_pb2.ReadResp.ReadEvent(
-                event=_recorded_event(record, structured), commit_position=record.position
-            )
-        )
+        cache = self._structured_responses if structured else self._string_responses
+        response = cache.get(record.position)
+        if response is None:
+            # Positions are unique in the log and records immutable: the position is the key.
+            # Two threads may both miss and store equal bytes; the dict stays consistent.
+            response = _ReadResp(
+                event=streams_pb2.ReadResp.ReadEvent(
+                    event=_recorded_event(record, structured), commit_position=record.position
+                )
+            ).SerializeToString()
+            cache[record.position] = response
+        return response
 
     def _resolve_link(self, link: Record) -> Record | None:
         number_text, separator, stream = link.data.decode("utf-8", "replace").partition("@")
@@ -406,7 +437,7 @@ class StreamsService:
 
     def _read_stream(
         self, options: streams_pb2.ReadReq.Options, structured: bool, context: grpc.ServicerContext
-    ) -> Iterator[_ReadResp]:
+    ) -> Iterator[_ReadOut]:
         stream_options = options.stream
         name = _stream_name(stream_options.stream_identifier)
         if self._strict and not name:
@@ -451,7 +482,7 @@ class StreamsService:
 
     def _read_all(
         self, options: streams_pb2.ReadReq.Options, structured: bool, context: grpc.ServicerContext
-    ) -> Iterator[_ReadResp]:
+    ) -> Iterator[_ReadOut]:
         if options.WhichOneof("count_option") == "subscription":
             yield from self._subscribe_all(options, structured, context)
             return
@@ -525,7 +556,7 @@ class StreamsService:
         name: str,
         structured: bool,
         context: grpc.ServicerContext,
-    ) -> Iterator[_ReadResp]:
+    ) -> Iterator[_ReadOut]:
         if self._log.view(name).tombstoned:
             _abort_deleted(context, name)
         revision_option = options.stream.WhichOneof("revision_option")
@@ -569,7 +600,7 @@ class StreamsService:
 
     def _subscribe_all(
         self, options: streams_pb2.ReadReq.Options, structured: bool, context: grpc.ServicerContext
-    ) -> Iterator[_ReadResp]:
+    ) -> Iterator[_ReadOut]:
         filtered = options.WhichOneof("filter_option") == "filter"
         window = options.filter.max if filtered and options.filter.max > 0 else _DEFAULT_WINDOW
         multiplier = options.filter.checkpointIntervalMultiplier
@@ -682,7 +713,7 @@ class StreamsService:
         options: streams_pb2.ReadReq.Options,
         structured: bool,
         context: grpc.ServicerContext,
-    ) -> Iterator[_ReadResp]:
+    ) -> Iterator[_ReadOut]:
         page_size = window if state.filtered else _CHUNK
         while context.is_active():
             self._raise_if_dropped(generation, context)
@@ -707,7 +738,7 @@ class StreamsService:
                     yield from self._checkpoint(state, max(state.last_delivered or 0, page[0].position))
 
     @staticmethod
-    def _checkpoint(state: _AllSubscriptionState, position: int) -> Iterator[_ReadResp]:
+    def _checkpoint(state: _AllSubscriptionState, position: int) -> Iterator[_ReadOut]:
         if position <= state.last_checkpoint:
             return
         state.last_checkpoint = position
