@@ -1,5 +1,6 @@
 """What every benchmark side shares: the data each workload writes, timing, peak-RSS measurement,
-the fresh-subprocess runner, and the Markdown table.
+the fresh-subprocess runner, the check of the PRAGMAs each side really runs under, and the
+Markdown table.
 
 Nothing here knows about any side (ours, eventsourcing, raw sqlite3); ``compare.py`` and
 ``rebuild.py`` import it. It is not a script.
@@ -10,10 +11,12 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -100,6 +103,87 @@ def run_child(script: Path, *args: str) -> dict[str, Any]:
 
 
 # -----------------------------------------------------------------------------------------
+# The PRAGMAs each side really runs under
+# -----------------------------------------------------------------------------------------
+
+#: PRAGMA synchronous as SQLite reports it, by number.
+SYNCHRONOUS_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+
+
+class ConnectionWatch:
+    """Every ``sqlite3`` connection opened while :func:`watch_connections` is active, by file.
+
+    A side's durability is what its connections run under, not what its settings say: this reads
+    ``journal_mode`` and ``synchronous`` back from each connection the side still holds open
+    (eventsourcing's pool, our store's per-thread connections, the raw side's), so that a table
+    is only printed when every side ran as its row claims.
+    """
+
+    def __init__(self) -> None:
+        self._opened: list[tuple[Path, sqlite3.Connection]] = []
+
+    def record(self, database: object, connection: sqlite3.Connection) -> None:
+        if isinstance(database, str | Path) and str(database) != ":memory:":
+            self._opened.append(
+                (Path(str(database).removeprefix("file:").split("?")[0]).resolve(), connection)
+            )
+
+    def pragmas(self, path: Path) -> dict[str, int]:
+        """``"journal_mode=... synchronous=..."`` -> how many open connections to ``path`` report it."""
+        seen: dict[str, int] = {}
+        wanted = path.resolve()
+        for database, connection in self._opened:
+            if database != wanted:
+                continue
+            try:
+                (journal,) = connection.execute("PRAGMA journal_mode").fetchone()
+                (synchronous,) = connection.execute("PRAGMA synchronous").fetchone()
+            except sqlite3.ProgrammingError:  # closed by its side already: nothing left to check
+                continue
+            key = pragma_key(str(journal).lower(), SYNCHRONOUS_NAMES.get(synchronous, str(synchronous)))
+            seen[key] = seen.get(key, 0) + 1
+        return seen
+
+
+def pragma_key(journal_mode: str, synchronous: str) -> str:
+    return f"journal_mode={journal_mode} synchronous={synchronous}"
+
+
+def require_pragmas(side: str, path: Path, seen: dict[str, int], synchronous: str) -> str:
+    """Raise ``SystemExit`` unless every connection in ``seen`` (from :meth:`ConnectionWatch.pragmas`)
+    runs WAL at ``synchronous``; what was found, e.g. ``"journal_mode=wal synchronous=FULL (x3)"``."""
+    expected = pragma_key("wal", synchronous)
+    if set(seen) != {expected}:
+        found = ", ".join(f"{key} (x{count})" for key, count in seen.items()) or "no open connection"
+        raise SystemExit(f"{side}: every connection to {path.name} should run {expected}, found {found}.")
+    return f"{expected} (x{seen[expected]})"
+
+
+@contextmanager
+def watch_connections() -> Iterator[ConnectionWatch]:
+    """Record every ``sqlite3.connect`` made in this process (on any side) until the block ends.
+
+    Every side calls ``sqlite3.connect`` through the module attribute, so wrapping it sees them all
+    without touching any side's code; the connections are held (``sqlite3.Connection`` takes no
+    weak reference) only until the block ends.
+    """
+    watch = ConnectionWatch()
+    original = sqlite3.connect
+
+    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        connection = original(*args, **kwargs)
+        watch.record(args[0] if args else kwargs.get("database"), connection)
+        return connection
+
+    sqlite3.connect = connect
+    try:
+        yield watch
+    finally:
+        sqlite3.connect = original
+        watch._opened.clear()
+
+
+# -----------------------------------------------------------------------------------------
 # The table
 # -----------------------------------------------------------------------------------------
 
@@ -114,6 +198,8 @@ class Row:
     target: str = ""
     higher_is_better: bool = True
     note: str = ""
+    #: The row's label in the summary of ratios printed under the table ("" = not summarised).
+    summary: str = ""
 
 
 def _fmt(value: float | str | None, unit: str) -> str:
@@ -178,3 +264,16 @@ def print_table(rows: list[Row], header_lines: list[str]) -> None:
         print()
         for note in notes:
             print(f"- {note}")
+    summarised = [row for row in rows if row.summary]
+    if summarised:
+        # The ratios alone, as the README quotes them: computed from this run's rows above.
+        print()
+        print("Ratios measured in this run (ours ÷ eventsourcing, ours ÷ raw sqlite3):")
+        print()
+        width = max(len(row.summary) for row in summarised)
+        print(f"| {'workload'.ljust(width)} | ours ÷ es | ours ÷ raw |")
+        print(f"|{'-' * (width + 2)}|----------:|-----------:|")
+        for row in summarised:
+            es = _ratio(row.ours, row.theirs, row.higher_is_better)
+            raw = _ratio(row.ours, row.raw, row.higher_is_better)
+            print(f"| {row.summary.ljust(width)} | {es:>9} | {raw:>10} |")

@@ -3,12 +3,14 @@
 The domain, application and projection are written as its documentation shows: an ``Aggregate``
 with ``@event`` methods, an ``Application`` with one method per command, and a ``Projection`` over
 a ``SQLiteTrackingRecorder`` view. Same functions and classes as the other sides (see
-``_ours.py``): W1 ``Commands``, W2 ``replay_loaders``, W3 ``fill`` and ``rebuild``. There is no W4
-``latency``: eventsourcing's SQLite recorder has no ``subscribe()`` (``NotImplementedError``), so
-its ``ProjectionRunner`` cannot follow a SQLite application live.
+``_ours.py``): W1 ``Commands`` (its aggregate cache off or on), W2 ``replay_loaders``, W3
+``fill`` and ``rebuild``. There is no W4 ``latency``: eventsourcing's SQLite recorder has no
+``subscribe()`` (``NotImplementedError``), so its ``ProjectionRunner`` cannot follow a SQLite
+application live.
 
 Importing this module patches eventsourcing's SQLite connection pool so that every connection it
-opens issues the same ``PRAGMA synchronous`` as our side (it has no durability setting).
+opens issues the same ``PRAGMA synchronous`` as our side (it has no durability setting);
+``compare.py`` reads the PRAGMAs back from its connections and refuses to report otherwise.
 
 Not a script: run ``compare.py``.
 """
@@ -32,27 +34,48 @@ from eventsourcing.persistence import InfrastructureFactory, Tracking
 from eventsourcing.projection import Projection as EsProjection
 from eventsourcing.utils import Environment, get_topic
 
-_their_sync = {"mode": "FULL"}
+# PRAGMA synchronous per database file, as their_env() was asked for it. Per file, not one global
+# mode: the pool opens connections lazily, possibly after another file was set up at another mode.
+_their_sync: dict[str, str] = {}
 _their_create_connection = es_sqlite.SQLiteConnectionPool._create_connection
 
 
 def _create_connection_with_sync(pool: es_sqlite.SQLiteConnectionPool) -> es_sqlite.SQLiteConnection:
     connection = _their_create_connection(pool)
-    connection._sqlite_conn.execute(f"PRAGMA synchronous={_their_sync['mode']}")
+    connection._sqlite_conn.execute(f"PRAGMA synchronous={_their_sync.get(pool.db_name, 'FULL')}")
     return connection
 
 
 # eventsourcing has no durability setting for SQLite: set the same PRAGMA as our side uses.
+# compare.py reads it back from every connection of their pool (_common.watch_connections).
 es_sqlite.SQLiteConnectionPool._create_connection = _create_connection_with_sync  # type: ignore[method-assign]
 
+#: eventsourcing's own aggregate cache, as W1 runs it: off, on (its default fast-forward: each
+#: hit reads the stream after the cached version, so another process's appends are seen), or on
+#: without fast-forward (write-through after each save, no read on a hit; a conflict with another
+#: process's append fails the save, but the stale aggregate stays cached).
+CACHE_MODES = ("off", "fastforward", "write-through")
 
-def their_env(path: Path, *, durable: bool, snapshots: bool = False) -> dict[str, str]:
-    _their_sync["mode"] = SYNC_MODES[durable]
-    return {
+
+def their_env(
+    path: Path, *, durable: bool, snapshots: bool = False, cache: int = 0, fastforward: bool = True
+) -> dict[str, str]:
+    """The environment of an eventsourcing application on the SQLite file ``path``.
+
+    ``cache`` is ``AGGREGATE_CACHE_MAXSIZE`` (0 = no cache, their default); ``fastforward`` is
+    ``AGGREGATE_CACHE_FASTFORWARD``. ``DEEPCOPY_FROM_AGGREGATE_CACHE`` stays at its default (on),
+    so that a command that fails half-way cannot corrupt the cached aggregate.
+    """
+    _their_sync[str(path)] = SYNC_MODES[durable]
+    env = {
         "PERSISTENCE_MODULE": "eventsourcing.sqlite",
         "SQLITE_DBNAME": str(path),
         "IS_SNAPSHOTTING_ENABLED": "y" if snapshots else "n",
     }
+    if cache:
+        env["AGGREGATE_CACHE_MAXSIZE"] = str(cache)
+        env["AGGREGATE_CACHE_FASTFORWARD"] = "y" if fastforward else "n"
+    return env
 
 
 # =========================================================================================
@@ -180,13 +203,19 @@ def their_catch_up(app: EsBank, projection: EsBalances, *, stop: threading.Event
 
 
 class Commands:
-    """The application's command methods."""
+    """The application's command methods; ``cache`` and ``fastforward`` set its aggregate cache
+    (see :func:`their_env`)."""
 
-    def __init__(self, path: Path, durable: bool) -> None:
-        self.app = EsBank(env=their_env(path, durable=durable))
+    def __init__(self, path: Path, durable: bool, cache: int = 0, fastforward: bool = True) -> None:
+        self.app = EsBank(env=their_env(path, durable=durable, cache=cache, fastforward=fastforward))
 
-    def open_account(self, number: int) -> uuid.UUID:
-        return self.app.open_account("Bench")
+    def seed(self, number: int, events: int) -> uuid.UUID:
+        """An account opened with ``events - 1`` deposits, saved at once (set-up, untimed)."""
+        account = EsAccount("Bench")
+        for _ in range(events - 1):
+            account.deposit(AMOUNT)
+        self.app.save(account)
+        return account.id
 
     def deposit(self, account_id: uuid.UUID) -> None:
         self.app.deposit(account_id, AMOUNT)

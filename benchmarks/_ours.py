@@ -5,8 +5,9 @@ The embedded :class:`~eventsourcing_cqrs.event_store.sqlite.SQLiteEventStore`, t
 :class:`~projections.ProjectionRunner` into the SQLite read-model store. The functions and classes
 are the same on every side (``_eventsourcing.py``, ``_raw_sqlite.py``):
 
-* W1 ``Commands(path, durable)`` — ``open_account(number)``, ``deposit(account_id)``,
-  ``balance(account_id)``, ``close()``; here also ``CommandsWithoutBus``, a diagnostic;
+* W1 ``Commands(path, durable, cache)`` — ``seed(number, events)`` (an account with that many
+  events, written in one append, untimed), ``deposit(account_id)``, ``balance(account_id)``,
+  ``close()``; here also ``CommandsWithoutBus``, a diagnostic, and ``CACHE_SUPPORTED``;
 * W2 ``replay_loaders(directory, events)`` — (full replay, snapshot + tail, close);
 * W3 ``fill(path, events)`` and ``rebuild(source, target, durable)`` — (events applied, balances sum);
 * W4 ``latency(directory, samples, durable, ...)`` — seconds from append to visible, per sample.
@@ -17,6 +18,7 @@ Not a script: run ``compare.py``.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -26,12 +28,13 @@ from _common import AMOUNT, EVENTS_PER_ACCOUNT, SNAPSHOT_TAIL, Loaders, wait_unt
 
 from escqrs.examples.bank import handlers
 from escqrs.examples.bank.account import Account
-from escqrs.examples.bank.commands import Deposit, OpenAccount
+from escqrs.examples.bank.commands import Deposit
 from escqrs.examples.bank.events import AccountOpened, MoneyDeposited, registry
 from escqrs.examples.bank.read_models import AccountList
 from eventsourcing_cqrs.bus import CommandBus
 from eventsourcing_cqrs.event_store import StreamState
 from eventsourcing_cqrs.event_store.sqlite import SQLiteEventStore
+from eventsourcing_cqrs.repository import Repository
 from projections import ProjectionRunner
 from projections.errors import ProjectionNotFoundError
 from projections.read_model_store import SQLiteReadModelStore
@@ -41,18 +44,43 @@ from projections.read_model_store import SQLiteReadModelStore
 # =========================================================================================
 
 
-class Commands:
-    """Every command through the CommandBus (load, decide, append, metadata)."""
+#: Whether this checkout's Repository has an aggregate cache (``cache_size``); the W1 rows
+#: with our cache on print "n/a" where it has not.
+CACHE_SUPPORTED = "cache_size" in inspect.signature(Repository).parameters
 
-    def __init__(self, path: Path, durable: bool) -> None:
+
+def _accounts(store: SQLiteEventStore, cache: int) -> Repository[Account]:
+    """The bank's account repository, with an aggregate cache of ``cache`` accounts (0 = off)."""
+    if not cache:
+        return handlers.account_repository(store)
+    if not CACHE_SUPPORTED:
+        raise RuntimeError("this Repository has no cache_size parameter")
+    options: dict[str, int] = {"cache_size": cache}  # through a dict: older checkouts lack it
+    accounts: Repository[Account] = Repository(store, Account, registry, **options)
+    return accounts
+
+
+def _seed(store: SQLiteEventStore, number: int, events: int) -> str:
+    """An account opened with ``events - 1`` deposits, saved in one append (set-up, untimed)."""
+    account_id = f"bench-{number}"
+    account = Account.open(account_id, "Bench")
+    for _ in range(events - 1):
+        account.deposit(AMOUNT)
+    handlers.account_repository(store).save(account)
+    return account_id
+
+
+class Commands:
+    """Every command through the CommandBus (load, decide, append, metadata); ``cache`` is the
+    repository's aggregate cache size (0 = off)."""
+
+    def __init__(self, path: Path, durable: bool, cache: int = 0) -> None:
         self.store = SQLiteEventStore(path, durable=durable)
         self.bus = CommandBus()
-        handlers.register(self.bus, handlers.account_repository(self.store))
+        handlers.register(self.bus, _accounts(self.store, cache))
 
-    def open_account(self, number: int) -> str:
-        account_id = f"bench-{number}"
-        self.bus.dispatch(OpenAccount(account_id=account_id, owner="Bench"))
-        return account_id
+    def seed(self, number: int, events: int) -> str:
+        return _seed(self.store, number, events)
 
     def deposit(self, account_id: str) -> None:
         self.bus.dispatch(Deposit(account_id=account_id, amount=AMOUNT))
@@ -72,10 +100,8 @@ class CommandsWithoutBus:
         self.store = SQLiteEventStore(path, durable=durable)
         self.accounts = handlers.account_repository(self.store)
 
-    def open_account(self, number: int) -> str:
-        account_id = f"bench-{number}"
-        self.accounts.save(Account.open(account_id, "Bench"))
-        return account_id
+    def seed(self, number: int, events: int) -> str:
+        return _seed(self.store, number, events)
 
     def deposit(self, account_id: str) -> None:
         account = self.accounts.load(account_id)

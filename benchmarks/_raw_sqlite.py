@@ -90,11 +90,6 @@ class RawBank:
             version = revision
         return version, balance
 
-    def open_account(self, account_id: str) -> None:
-        self._append(
-            f"Account-{account_id}", -1, "AccountOpened", {"account_id": account_id, "owner": "Bench"}
-        )
-
     def deposit(self, account_id: str, amount: Decimal) -> None:
         stream = f"Account-{account_id}"
         version, balance = self.load(stream)
@@ -158,9 +153,22 @@ class Commands:
         self.db = connect(path, durable=durable, schema=SCHEMA)
         self.bank = RawBank(self.db)
 
-    def open_account(self, number: int) -> str:
+    def seed(self, number: int, events: int) -> str:
+        """An account opened with ``events - 1`` deposits, in one transaction (set-up, untimed)."""
         account_id = f"bench-{number}"
-        self.bank.open_account(account_id)
+        stream = f"Account-{account_id}"
+        rows = [(stream, 0, "AccountOpened", json.dumps({"account_id": account_id, "owner": "Bench"}))]
+        balance = Decimal(0)
+        for revision in range(1, events):
+            balance += AMOUNT
+            payload = {"account_id": account_id, "amount": str(AMOUNT), "balance": str(balance)}
+            rows.append((stream, revision, "MoneyDeposited", json.dumps(payload)))
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.executemany(
+            "INSERT INTO events (stream, revision, type, data) VALUES (?, ?, ?, ?)",
+            [(stream, revision, type_, data.encode()) for stream, revision, type_, data in rows],
+        )
+        self.db.execute("COMMIT")
         return account_id
 
     def deposit(self, account_id: str) -> None:
