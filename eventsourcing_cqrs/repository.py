@@ -374,7 +374,7 @@ class Repository(Generic[A]):
         if snapshot is not None:
             aggregate._restored(snapshot.state, snapshot.version)
             if check is not None and self._dedup_window:
-                self._check_before_snapshot(stream, snapshot, check)
+                self._check_recent(stream, snapshot.version, snapshot.recent_ids, check)
         start = snapshot.version + 1 if snapshot is not None else None
         limit = None if at_version is None else at_version - (start or 0) + 1
         if limit == 0:
@@ -386,13 +386,10 @@ class Repository(Generic[A]):
         replayed = self._replay(aggregate, records, at_time, check, seen)
         if check is not None:
             check.raise_if_found()
-        if seen is not None:
-            if snapshot is None:
-                aggregate.__dict__[_RECENT_IDS_ATTRIBUTE] = None
-                _remember_ids(aggregate, seen, self._dedup_window)
-            elif snapshot.recent_ids is not None:
+        if seen is not None and (snapshot is None or snapshot.recent_ids is not None):
+            if snapshot is not None:
                 aggregate.__dict__[_RECENT_IDS_ATTRIBUTE] = snapshot.recent_ids
-                _remember_ids(aggregate, seen, self._dedup_window)
+            _remember_ids(aggregate, seen, self._dedup_window)
         if not replayed and snapshot is None:
             # The stream exists but nothing had happened by ``at_time`` (or the tail is empty).
             raise AggregateNotFoundError(self._type.__name__, aggregate_id)
@@ -730,21 +727,16 @@ class Repository(Generic[A]):
             return _Snapshot(state, version, _decoded_ids(metadata.get(_RECENT_IDS_KEY)))
         return None
 
-    def _check_before_snapshot(self, stream: str, snapshot: _Snapshot, check: _RedeliveryCheck) -> None:
-        """Look for the command's first event among the events the snapshot stands for.
-
-        The snapshot carries the ids of its last ``dedup_window`` events, so this is a search
-        in memory; the stream is read only when the id is there (a redelivery), from that
-        event on, for the original result. A snapshot without them (written by an earlier
-        version) makes it read the ``dedup_window`` events before it instead.
-        """
-        self._check_recent(stream, snapshot.version, snapshot.recent_ids, check)
-
     def _check_recent(
         self, stream: str, revision: int, recent: bytes | None, check: _RedeliveryCheck
     ) -> None:
         """Look for the command's first event among the last ``dedup_window`` up to ``revision``,
-        whose ids are ``recent`` (or, when ``None``, unknown: read back)."""
+        whose ids are ``recent`` (a snapshot's or a cached aggregate's).
+
+        With the ids it is a search in memory; the stream is read only when the id is there (a
+        redelivery), from that event on, for the original result. Without them (``None``: a
+        snapshot written by an earlier version) the ``dedup_window`` events before are read.
+        """
         if recent is not None:
             index = _find_id(recent, check.next_id.bytes)
             if index is None:

@@ -87,11 +87,14 @@ def projection_status(
     live = record.live
     checkpoint = None if live is None else live.checkpoint
     head = events.head_position()
-    lag = sum(
-        1 for _ in read_after(events, checkpoint, filter=projection.event_filter(), limit=count_limit + 1)
-    )
+    # One read: the first pending event (for the lag in seconds) and how many there are.
+    pending: RecordedEvent | None = None
+    lag = 0
+    for event in read_after(events, checkpoint, filter=projection.event_filter(), limit=count_limit + 1):
+        if pending is None:
+            pending = event
+        lag += 1
     capped = lag > count_limit
-    pending = _first_pending(projection, events, checkpoint) if lag else None
     lag_seconds = 0.0
     if pending is not None:
         lag_seconds = max(0.0, (datetime.now(UTC) - pending.recorded_at).total_seconds())

@@ -252,6 +252,11 @@ class _Client(esdbclient.EventStoreDBClient):
         return super()._construct_grpc_channel(grpc_target, (*grpc_options, ("grpc.enable_retries", 0)))
 
 
+def _doing(operation: str, stream: str | None) -> str:
+    """``operation``, and the stream it was on, for an error message."""
+    return operation if stream is None else f"{operation} on stream {stream!r}"
+
+
 def _translate(
     exc: EventStoreDBClientException,
     *,
@@ -273,8 +278,7 @@ def _translate(
     meets a TLS node as a bare ``ServiceUnavailable`` ("Socket closed"), which neither the status
     code nor the exception type tells apart from a node that is down, so the node is asked.
     """
-    where = f" on stream {stream!r}" if stream is not None else ""
-    doing = f"{operation}{where}"
+    doing = _doing(operation, stream)
     code = _grpc_code(exc)
     if isinstance(exc, AccessDeniedError) or code is grpc.StatusCode.PERMISSION_DENIED:
         # The port's only stream-less calls read $all (read_all, head_position, subscribe).
@@ -502,10 +506,7 @@ def _followed_leader(client: esdbclient.EventStoreDBClient, exc: BaseException) 
         spec.scheme == URI_SCHEME_ESDB and len(spec.targets) == 1
     ):
         return False
-    try:
-        leader = exc.leader_grpc_target
-    except KeyError:  # no leader endpoint in the trailers: rediscover through gossip
-        leader = None
+    leader = _named_leader(exc)  # None: rediscover through gossip
     logger.info("event_store.following_leader", leader=leader)
     try:
         client.reconnect(leader)
@@ -514,12 +515,17 @@ def _followed_leader(client: esdbclient.EventStoreDBClient, exc: BaseException) 
     return True
 
 
+def _named_leader(exc: NodeIsNotLeader) -> str | None:
+    """The leader's ``host:port`` a follower's refusal names, ``None`` if its trailers do not."""
+    try:
+        return str(exc.leader_grpc_target)
+    except KeyError:
+        return None
+
+
 def _not_leader_message(exc: NodeIsNotLeader, targets: str, doing: str) -> str:
     """What to do about a follower's refusal of a call that needs the leader, naming the leader."""
-    try:
-        leader = exc.leader_grpc_target
-    except KeyError:  # a refusal without the leader's endpoint in its trailers
-        leader = None
+    leader = _named_leader(exc)
     where = f"the leader is at {leader}" if leader else "the leader's endpoint was not given"
     return (
         f"EventStoreDB at {targets} refused {doing}: the node is not the cluster's leader ({where}). "
@@ -533,14 +539,19 @@ def _append_size(events: Sequence[esdbclient.NewEvent]) -> int:
     return sum(len(event.data) + len(event.metadata) + len(event.type) for event in events)
 
 
+def _uri_options(uri: str) -> dict[str, str]:
+    """The connection string's query options as esdbclient reads them: upper-cased keys, the
+    first value of a repeated key."""
+    return {key.upper(): values[0] for key, values in parse_qs(urlsplit(uri).query).items()}
+
+
 def _check_credentials(uri: str, targets: str) -> None:
     """Refuse a TLS connection string without credentials, saying what to write instead
     (esdbclient says only "Username and password are required")."""
     parts = urlsplit(uri)
     if parts.scheme not in ("esdb", "esdb+discover"):
         return
-    options = {key.upper(): values[-1] for key, values in parse_qs(parts.query).items()}
-    if options.get("TLS", "true").lower() != "true":
+    if _uri_options(uri).get("TLS", "true").lower() != "true":
         return
     if not parts.username or not parts.password:
         raise InvalidInputError("event store URI", targets, _CREDENTIALS_HINT)
@@ -551,7 +562,7 @@ def _check_tls_files(uri: str, targets: str) -> None:
     file without a certificate, naming the option, the file and the servers: esdbclient raises a
     bare ``OSError`` when it opens one, and a CA file that holds no certificate makes every later
     call fail as a TLS error that does not name it. (esdbclient reads them even with Tls=false.)"""
-    options = {key.upper(): values[0] for key, values in parse_qs(urlsplit(uri).query).items()}
+    options = _uri_options(uri)
     for key, (option, what) in _TLS_FILE_OPTIONS.items():
         path = options.get(key)
         if not path:
@@ -706,9 +717,9 @@ class EsdbEventStore:
                     self._client.reconnect()
             if _followed_leader(self._client, exc):
                 raise EventStoreUnavailableError(
-                    f"EventStoreDB at {self._targets} did not complete {operation}"
-                    f"{f' on stream {stream!r}' if stream is not None else ''}: the node was no longer "
-                    "the leader; the client has reconnected to the leader it named, so a retry goes there."
+                    f"EventStoreDB at {self._targets} did not complete {_doing(operation, stream)}: "
+                    "the node was no longer the leader; the client has reconnected to the leader it "
+                    "named, so a retry goes there."
                 ) from exc
             raise _translate(
                 exc,
@@ -730,9 +741,8 @@ class EsdbEventStore:
             if self._closed:
                 raise EventStoreError(f"EventStoreDB at {self._targets}: the store is closed.") from exc
             raise EventStoreUnavailableError(
-                f"EventStoreDB at {self._targets} did not complete {operation}"
-                f"{f' on stream {stream!r}' if stream is not None else ''}: its connection was being "
-                "re-established."
+                f"EventStoreDB at {self._targets} did not complete {_doing(operation, stream)}: "
+                "its connection was being re-established."
             ) from exc
 
     # -- writing --------------------------------------------------------------------------

@@ -184,8 +184,8 @@ _FIRST_PAGE_FORWARDS = (
 )
 _FIRST_PAGE_BACKWARDS = (
     f"SELECT {_STATE_COLUMNS.format(name='?2')}, {_PAGE_COLUMNS} FROM (SELECT 1) LEFT JOIN "
-    f"(SELECT {_COLUMNS} FROM events WHERE stream = ?2 AND revision <= min(?1, coalesce((SELECT revision "
-    f"FROM events WHERE stream = ?2 AND revision < {DELETED_REVISION} ORDER BY revision DESC LIMIT 1), -1)) "
+    # Above the last event there is only the tombstone: "below it" bounds the page as well.
+    f"(SELECT {_COLUMNS} FROM events WHERE stream = ?2 AND revision <= ?1 AND revision < {DELETED_REVISION} "
     "AND revision >= coalesce((SELECT visible_from FROM streams WHERE name = ?2), 0) "
     "ORDER BY revision DESC LIMIT ?3) AS e ORDER BY e.revision DESC"
 )
@@ -344,27 +344,6 @@ def _fast_to_event() -> Callable[[_Row], RecordedEvent]:
 _to_event = _fast_to_event()
 
 
-def _matcher(predicate: EventFilter) -> Callable[[str, str], bool]:
-    """``predicate.matches``, remembered per event type when only the type decides.
-
-    A filter on event types (a projection's) then costs one dict lookup per record read
-    instead of a regex search. Stream-name filters are asked each time.
-    """
-    if predicate.by != "event_type":
-        return predicate.matches
-    known: dict[str, bool] = {}
-
-    def matches(event_type: str, stream: str) -> bool:
-        found = known.get(event_type)
-        if found is None:
-            found = predicate.matches(event_type, stream)
-            if len(known) < _MAX_REMEMBERED_TYPES:
-                known[event_type] = found
-        return found
-
-    return matches
-
-
 class _TypeVerdicts(dict[str, bool]):
     """Whether an event-type filter passes each type: a plain dict lookup per record read, the
     filter asked once per type (remembered for up to ``_MAX_REMEMBERED_TYPES`` types)."""
@@ -379,6 +358,18 @@ class _TypeVerdicts(dict[str, bool]):
         if len(self) < _MAX_REMEMBERED_TYPES:
             self[event_type] = verdict
         return verdict
+
+
+def _matcher(predicate: EventFilter) -> Callable[[str, str], bool]:
+    """``predicate.matches``, remembered per event type when only the type decides.
+
+    A filter on event types (a projection's) then costs one dict lookup per record read
+    instead of a regex search. Stream-name filters are asked each time.
+    """
+    if predicate.by != "event_type":
+        return predicate.matches
+    verdicts = _TypeVerdicts(predicate)
+    return lambda event_type, stream: verdicts[event_type]
 
 
 def _page_selector(predicate: EventFilter) -> Callable[[list[_Row]], list[RecordedEvent]]:

@@ -35,6 +35,7 @@ from eventsourcing_cqrs.errors import (
     StreamNotFoundError,
     WrongExpectedVersionError,
 )
+from eventsourcing_cqrs.event_store._reading import read_after as read_events_after
 from eventsourcing_cqrs.event_store.port import (
     CaughtUp,
     Checkpoint,
@@ -82,11 +83,9 @@ def collect(
 
 
 def read_after(store: EventStore, position: int, **options: Any) -> list[RecordedEvent]:
-    """``$all`` after ``position``, reading from ``position`` itself.
-
-    EventStoreDB accepts only positions where a record sits (or 0), so tests never invent one.
-    """
-    return [e for e in store.read_all(from_position=position, **options) if e.position > position]
+    """``$all`` after ``position`` as a list (the port's :func:`~eventsourcing_cqrs.event_store.read_after`:
+    EventStoreDB accepts only positions where a record sits, so tests never invent one)."""
+    return list(read_events_after(store, position, **options))
 
 
 def events_of(items: list[SubscriptionItem], stream: str | None = None) -> list[RecordedEvent]:

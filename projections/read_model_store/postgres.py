@@ -103,13 +103,7 @@ def _reason(conninfo: str, exc: psycopg.Error) -> str:
     reason = lines[-1] if lines else type(exc).__name__
     reason = reason.rsplit(" failed: ", 1)[-1].removeprefix("connection failed: ")
     reason = reason.removeprefix("FATAL:").strip().rstrip(".")
-    try:
-        password = psycopg.conninfo.conninfo_to_dict(conninfo).get("password")
-    except psycopg.ProgrammingError:
-        password = None
-    if password:
-        reason = reason.replace(str(password), "***")
-    return reason
+    return redact_text(reason, conninfo)
 
 
 def _refused_for_good(conninfo: str, exc: psycopg.OperationalError) -> bool:

@@ -25,7 +25,8 @@ from typing import Any
 import structlog
 
 from eventsourcing_cqrs._uri import redact_uri
-from eventsourcing_cqrs.testing.esdb_server import EsdbTestServer, EsdbUser, PortInUseError
+from eventsourcing_cqrs.testing.esdb_server import EsdbTestServer, EsdbUser
+from eventsourcing_cqrs.testing.esdb_server._process import BANNER
 from eventsourcing_cqrs.testing.esdb_server._security import DEFAULT_USERS
 from eventsourcing_cqrs.testing.esdb_server._tls import TlsUnavailableError
 
@@ -91,7 +92,7 @@ def _security_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _banner(server: EsdbTestServer) -> str:
     """What the server prints once it listens: its URI (never a password) and, with TLS, its CA."""
-    banner = f"EventStoreDB test server listening: {redact_uri(server.uri)}"
+    banner = f"{BANNER}{redact_uri(server.uri)}"
     if server.ca_file is not None:
         banner += f"\nCA certificate (tlsCAFile): {server.ca_file}"
     return banner
@@ -155,10 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         server = EsdbTestServer(**server_options(args))
         try:
             server.start()
-        except PortInUseError as exc:
-            print(f"error: {exc}", file=sys.stderr, flush=True)
-            return 1
-        except OSError as exc:
+        except OSError as exc:  # PortInUseError among them: one line either way
             print(f"error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
             return 1
         with server:

@@ -1,12 +1,16 @@
-"""What the test server's interceptors share: the interceptor base type and a refusing handler.
+"""How the test server ends a call with a status: :func:`abort` (for handlers) and
+:func:`refusing_handler` (for interceptors), plus the interceptor base type.
 
-Authentication (``_security.py``) and a cluster node's role (``_test_cluster.py``) both decide
-before any handler runs that a call must end with a status, as EventStoreDB's middleware does.
+Authentication (``_security.py``) and a cluster node's role (``_test_cluster.py``) decide before
+any handler runs that a call must end with a status, as EventStoreDB's middleware does; the
+Streams handlers (``_streams.py``) end calls with statuses and trailers of their own.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import urllib.parse
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
@@ -15,6 +19,22 @@ if TYPE_CHECKING:
     ServerInterceptor = grpc.ServerInterceptor[Any, Any]
 else:
     ServerInterceptor = grpc.ServerInterceptor
+
+
+def _trailer(value: str) -> str:
+    # gRPC ASCII metadata cannot carry arbitrary stream names; quote anything unusual.
+    return value if value.isascii() and value.isprintable() else urllib.parse.quote(value)
+
+
+def abort(
+    context: grpc.ServicerContext,
+    code: grpc.StatusCode,
+    details: str,
+    trailers: Iterable[tuple[str, str]] = (),
+) -> NoReturn:
+    """End the call with ``code``, ``details`` and ``trailers`` (values quoted if not ASCII)."""
+    context.set_trailing_metadata(tuple((key, _trailer(value)) for key, value in trailers))
+    context.abort(code, details)
 
 
 def refusing_handler(
@@ -27,9 +47,7 @@ def refusing_handler(
     and ``trailers`` (``abort`` raises before a streaming response would be iterated)."""
 
     def refuse(request: object, context: grpc.ServicerContext) -> Any:
-        if trailers:
-            context.set_trailing_metadata(trailers)
-        context.abort(code, details)
+        abort(context, code, details, trailers)
 
     deserialize, serialize = handler.request_deserializer, handler.response_serializer
     if handler.request_streaming and handler.response_streaming:

@@ -25,7 +25,8 @@ from typing import IO, Final, Self
 
 __all__ = ["EsdbServerProcess", "EsdbServerProcessError"]
 
-_BANNER: Final = "EventStoreDB test server listening: "
+#: How the command-line server (``__main__``) announces its URI, and how this module finds it.
+BANNER: Final = "EventStoreDB test server listening: "
 _MODULE: Final = "eventsourcing_cqrs.testing.esdb_server"
 
 
@@ -114,8 +115,8 @@ class EsdbServerProcess:
             if not ready:
                 break
             line = process.stdout.readline()
-            if line.startswith(_BANNER):
-                return line[len(_BANNER) :].strip()
+            if line.startswith(BANNER):
+                return line[len(BANNER) :].strip()
             if not line:  # end of file: the child has exited
                 process.wait()
                 stderr.seek(0)

@@ -55,7 +55,7 @@ from typing import Any, Final, NoReturn
 
 import grpc
 
-from eventsourcing_cqrs.testing.esdb_server._interceptors import ServerInterceptor, refusing_handler
+from eventsourcing_cqrs.testing.esdb_server._interceptors import ServerInterceptor, abort, refusing_handler
 from eventsourcing_cqrs.testing.esdb_server._log import DELETED_STREAM_NUMBER, Log, is_metastream
 
 __all__ = [
@@ -293,8 +293,7 @@ class Security:
     @staticmethod
     def deny(context: grpc.ServicerContext) -> NoReturn:
         """End the call as EventStoreDB's ``RpcExceptions.AccessDenied()`` does."""
-        context.set_trailing_metadata(_ACCESS_DENIED_TRAILERS)
-        context.abort(grpc.StatusCode.PERMISSION_DENIED, _ACCESS_DENIED)
+        abort(context, grpc.StatusCode.PERMISSION_DENIED, _ACCESS_DENIED, _ACCESS_DENIED_TRAILERS)
 
 
 # ------------------------------------------------------------------------- the interceptor

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import re
 import time
-import urllib.parse
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
@@ -23,6 +22,7 @@ from google.protobuf import any_pb2, empty_pb2
 from google.protobuf.message import Message
 
 from eventsourcing_cqrs.testing.esdb_server._dotnet_regex import DotnetRegexError, compile_dotnet
+from eventsourcing_cqrs.testing.esdb_server._interceptors import abort
 from eventsourcing_cqrs.testing.esdb_server._log import (
     ANY,
     DELETED_STREAM_NUMBER,
@@ -79,23 +79,8 @@ class _BadRequestError(ValueError):
 # ---------------------------------------------------------------------------- conversions
 
 
-def _trailer(value: str) -> str:
-    # gRPC ASCII metadata cannot carry arbitrary stream names; quote anything unusual.
-    return value if value.isascii() and value.isprintable() else urllib.parse.quote(value)
-
-
-def _abort(
-    context: grpc.ServicerContext,
-    code: grpc.StatusCode,
-    details: str,
-    trailers: Iterable[tuple[str, str]] = (),
-) -> NoReturn:
-    context.set_trailing_metadata(tuple((key, _trailer(value)) for key, value in trailers))
-    context.abort(code, details)
-
-
 def _abort_deleted(context: grpc.ServicerContext, stream: str) -> NoReturn:
-    _abort(
+    abort(
         context,
         grpc.StatusCode.FAILED_PRECONDITION,
         f"Event stream '{stream}' is deleted.",
@@ -226,9 +211,9 @@ def _record_filter(
     except DotnetRegexError:
         # 24.10: `new Regex(...)` throws inside Streams.ConvertToEventFilter (Streams.Read.cs), outside
         # any handler, so grpc-dotnet answers with its generic text before the first message.
-        _abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
+        abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
     except re.error as exc:
-        _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"Invalid filter expression: {exc}.")
+        abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"Invalid filter expression: {exc}.")
 
 
 def _compile_record_filter(options: streams_pb2.ReadReq.Options, strict: bool = False) -> _Predicate:
@@ -294,7 +279,7 @@ class StreamsService:
 
     def _raise_if_dropped(self, generation: int, context: grpc.ServicerContext) -> None:
         if generation != self._drop_generation:
-            _abort(context, grpc.StatusCode.ABORTED, _CONSUMER_TOO_SLOW)
+            abort(context, grpc.StatusCode.ABORTED, _CONSUMER_TOO_SLOW)
 
     def _allowed(self, context: grpc.ServicerContext, stream: str, access: Access) -> bool:
         return self.security is None or self.security.allows(context, stream, access)
@@ -365,14 +350,14 @@ class StreamsService:
             and not (count_option == "subscription" and backwards)
         )
         if not valid:
-            _abort(
+            abort(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"The combination of {stream_option}, {count_option}, {filter_option} "
                 f"and {'Backwards' if backwards else 'Forwards'} is invalid.",
             )
         if options.uuid_option.WhichOneof("content") is None:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "The UUID option is missing.")
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "The UUID option is missing.")
         target = options.stream.stream_identifier.stream_name.decode(errors="replace")
         self._authorize(context, target if stream_option == "stream" else ALL_STREAM, Access.READ)
         structured = options.uuid_option.WhichOneof("content") == "structured"
@@ -443,7 +428,7 @@ class StreamsService:
         if self._strict and not name:
             # 24.10: an empty StreamIdentifier converts to a null string, and the enumerators'
             # constructors throw ArgumentNullException (Enumerator.ReadStream*.cs, StreamSubscription.cs).
-            _abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
+            abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
         if options.WhichOneof("count_option") == "subscription":
             yield from self._subscribe_stream(options, name, structured, context)
             return
@@ -538,14 +523,14 @@ class StreamsService:
         filtered = options.WhichOneof("filter_option") == "filter"
         result = "FilteredReadAllResult" if filtered else "ReadAllResult"
         if commit >= _INT64_LIMIT or prepare >= _INT64_LIMIT:
-            _abort(context, grpc.StatusCode.UNKNOWN, f"Unexpected {result}: InvalidPosition")
+            abort(context, grpc.StatusCode.UNKNOWN, f"Unexpected {result}: InvalidPosition")
         if options.read_direction == streams_pb2.ReadReq.Options.Backwards:
             if commit > self._log.end:
-                _abort(context, grpc.StatusCode.UNKNOWN, f"Unexpected {result}: Error")
+                abort(context, grpc.StatusCode.UNKNOWN, f"Unexpected {result}: Error")
         elif commit > self._log.head:
             return False
         if not self._log.is_boundary(commit):
-            _abort(context, grpc.StatusCode.UNKNOWN, f"Unexpected {result}: InvalidPosition")
+            abort(context, grpc.StatusCode.UNKNOWN, f"Unexpected {result}: InvalidPosition")
         return True
 
     # ------------------------------------------------------------------- subscriptions
@@ -605,7 +590,7 @@ class StreamsService:
         window = options.filter.max if filtered and options.filter.max > 0 else _DEFAULT_WINDOW
         multiplier = options.filter.checkpointIntervalMultiplier
         if filtered and multiplier == 0:
-            _abort(
+            abort(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "checkpointIntervalMultiplier must be greater than 0.",
@@ -700,7 +685,7 @@ class StreamsService:
         if commit >= self._log.head:
             return True
         if not self._log.is_boundary(commit):
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, _INVALID_POSITION)
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, _INVALID_POSITION)
         return False
 
     def _catch_up_all(
@@ -753,18 +738,18 @@ class StreamsService:
         self._delay(context)
         first = next(requests, None)
         if first is None or first.WhichOneof("content") != "options":
-            _abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
+            abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
         try:
             name = _stream_name(first.options.stream_identifier)
         except UnicodeDecodeError:
-            _abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
+            abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
         self._authorize(context, name, Access.WRITE)
         expected = _expected_from_oneof(first.options, "expected_stream_revision", "revision")
         events: list[ProposedEvent] = []
         total_size = 0
         for request in requests:
             if request.WhichOneof("content") != "proposed_message":
-                _abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
+                abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
             message = request.proposed_message
             try:
                 event = _proposed_event(
@@ -772,8 +757,8 @@ class StreamsService:
                 )
             except _BadRequestError as exc:
                 if exc.missing_property is None:
-                    _abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
-                _abort(
+                    abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
+                abort(
                     context,
                     grpc.StatusCode.INVALID_ARGUMENT,
                     str(exc),
@@ -783,10 +768,10 @@ class StreamsService:
                     ),
                 )
             except ValueError:
-                _abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
+                abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
             total_size += event.size
             if total_size > self._max_append_size:
-                _abort(
+                abort(
                     context,
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"Maximum Append Size of {self._max_append_size} Exceeded.",
@@ -797,10 +782,10 @@ class StreamsService:
                 )
             events.append(event)
         if not context.is_active():
-            _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
         if self._strict and _is_invalid_stream(name):
             # 24.10: the ClientMessage.WriteEvents constructor throws ArgumentOutOfRangeException.
-            _abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
+            abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
         outcome = self._log.append(name, expected, events)
         if isinstance(outcome, StreamDeleted):
             _abort_deleted(context, name)
@@ -937,14 +922,14 @@ class StreamsService:
         try:
             name = _stream_name(options.stream_identifier)
         except UnicodeDecodeError:
-            _abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
+            abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
         self._authorize(context, name, Access.DELETE)
         if self._strict and not name:
             # 24.10: ClientMessage.DeleteStream's constructor runs Ensure.NotNullOrEmpty(eventStreamId).
-            _abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
+            abort(context, grpc.StatusCode.UNKNOWN, _HANDLER_EXCEPTION)
         self._delay(context)
         if not context.is_active():
-            _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
         return name, _expected_from_oneof(options, "expected_stream_revision", "revision")
 
     @staticmethod
@@ -952,7 +937,7 @@ class StreamsService:
         if isinstance(outcome, StreamDeleted):
             _abort_deleted(context, name)
         if isinstance(outcome, WrongVersion):
-            _abort(
+            abort(
                 context,
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "Delete failed due to WrongExpectedVersion. "
