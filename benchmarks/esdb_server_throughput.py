@@ -9,10 +9,13 @@ the server runs (:class:`~eventsourcing_cqrs.testing.esdb_server.EsdbTestServer`
 :class:`~eventsourcing_cqrs.testing.esdb_server.EsdbServerProcess` in its own, as the test fixture
 runs it) it prints one row per path, esdbclient alone and
 :class:`~eventsourcing_cqrs.event_store.esdb.EsdbEventStore` (the adapter) on top of it: appends of 1
-and of 100 events per call, a catch-up subscription to ``$all``, and a catch-up whose server-side
+event per call from one thread and from 8 and 32 threads sharing one client or
+store (esdbclient opens a BatchAppend call per append; the adapter multiplexes every append over one
+long-lived BatchAppend call), esdbclient's ``Append`` RPC for comparison (what it uses for a lone
+``NewEvent``), a catch-up subscription to ``$all``, and a catch-up whose server-side
 filter drops every event (records scanned per second). The adapter's rows also give its cost in
-µs per event over esdbclient's on the same server. Each catch-up runs ``--rounds`` times,
-alternating esdbclient and the adapter, and the table shows the median round. The figures
+µs per event over esdbclient's on the same server (negative: cheaper). Each measurement runs
+``--rounds`` times, alternating esdbclient and the adapter, and the table shows the median round. The figures
 measure the test double and the adapter's overhead over esdbclient, not EventStoreDB; with the
 server in this process both ends of the gRPC connection share one GIL. Needs the ``esdb`` extra.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -63,6 +67,33 @@ def _store_appends(store: EsdbEventStore, events: int, batch: int) -> int:
             expected_version=n - 1 if n else StreamState.NO_STREAM,
         )
     return events
+
+
+def _client_unary_appends(client: esdbclient.EventStoreDBClient, events: int) -> int:
+    """One event per call through esdbclient's ``Append`` RPC (what it uses for a lone NewEvent)."""
+    stream = f"Bench-{uuid.uuid4().hex}"
+    for n in range(events):
+        client.append_to_stream(
+            stream,
+            current_version=n - 1 if n else esdbclient.StreamState.NO_STREAM,
+            events=esdbclient.NewEvent(type="Deposited", data=PAYLOAD),
+        )
+    return events
+
+
+def _threads(action: Callable[[int], int], threads: int, events: int) -> Callable[[], int]:
+    """``action(events // threads)`` in ``threads`` threads at once, each on its own stream."""
+
+    def run() -> int:
+        share = events // threads
+        workers = [threading.Thread(target=action, args=(share,)) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        return share * threads
+
+    return run
 
 
 def _client_catch_up(client: esdbclient.EventStoreDBClient) -> int:
@@ -130,8 +161,16 @@ def _measure(where: str, events: int, rounds: int) -> list[_Row]:
             lambda: _client_appends(client, singles, 1),
             lambda: _store_appends(store, singles, 1),
         )
+        _, seconds = _median(lambda: _client_unary_appends(client, singles), rounds)
+        rows.append((where, "append 1/call, esdbclient Append RPC", singles, seconds, None))
+        for threads in (8, 32):
+            pair(
+                f"append 1/call x {threads} threads",
+                _threads(lambda share: _client_appends(client, share, 1), threads, singles),
+                _threads(lambda share: _store_appends(store, share, 1), threads, singles),
+            )
         # The catch-ups read every event written so far: top the log up to about ``events``.
-        written = 2 * rounds * singles
+        written = 7 * rounds * singles
         if written < events:
             _client_appends(client, events - written, 100)
         pair("catch-up $all", lambda: _client_catch_up(client), lambda: _store_catch_up(store, None))

@@ -105,6 +105,7 @@ from eventsourcing_cqrs.errors import (
     StreamNotFoundError,
     WrongExpectedVersionError,
 )
+from eventsourcing_cqrs.event_store._esdb_appends import AppendCallDropped, MultiplexedAppends
 from eventsourcing_cqrs.event_store.port import (
     AppendResult,
     CaughtUp,
@@ -160,6 +161,9 @@ _TRANSIENT_ERRORS: Final = (
     DeadlineExceeded,
     DiscoveryFailed,
 )
+#: How many times an append whose call dropped is sent in all, and the pause between two sends.
+_APPEND_ATTEMPTS: Final = 3
+_APPEND_RETRY_SECONDS: Final = 0.1
 _TLS_HINT: Final = (
     "connect with ?Tls=false if the server runs insecure, or give tlsCAFile=... if its "
     "certificate is not signed by a CA this machine trusts"
@@ -679,6 +683,9 @@ class EsdbEventStore:
             self._client.close()
             raise EventStoreTLSError(_plaintext_to_tls_message(self._targets, "connect"))
         self._timeout = timeout
+        self._appends = MultiplexedAppends(self._client)
+        # Its call (and the server's worker serving it) would outlive a store dropped unclosed.
+        weakref.finalize(self, self._appends.close)
         self._subscription_buffer = subscription_buffer
         self._subscriptions: weakref.WeakSet[EsdbSubscription] = weakref.WeakSet()
         self._closed = False
@@ -770,13 +777,7 @@ class EsdbEventStore:
             for event in new
         ]
         with self._translated("append", name, expected, append_size=_append_size(esdb_events)):
-            position = self._client.append_events(
-                name,
-                current_version=_esdb_version(expected),
-                events=esdb_events,
-                timeout=self._timeout,
-            )
-        revision = self._revision_after_append(name, expected, new, position)
+            revision, position = self._appended(name, _esdb_version(expected), esdb_events)
         logger.debug(
             "event_store.appended",
             stream=name,
@@ -796,27 +797,39 @@ class EsdbEventStore:
             return None
         return first[0].id if first else None
 
-    def _revision_after_append(
-        self, stream: str, expected: ExpectedVersion, events: list[NewEvent], position: int
-    ) -> int:
-        if isinstance(expected, int):
-            # Fresh or idempotent, the last event sits at expected + len(events).
-            return expected + len(events)
-        if events:
-            # A user outside $admins may not read $all: the stream's last revision has to do (it
-            # may already count a concurrent writer's events).
-            with (
-                suppress(EventStoreAccessDeniedError),
-                self._translated("append (reading back the revision)", stream),
-            ):
-                found = self._client.read_all(
-                    commit_position=position, filter_exclude=(), limit=1, timeout=self._timeout
+    def _appended(
+        self, stream: str, expected: int | esdbclient.StreamState, events: list[esdbclient.NewEvent]
+    ) -> tuple[int, int]:
+        """The stream's revision and the commit position after appending ``events``.
+
+        The append goes over the store's multiplexed BatchAppend call. One whose call dropped
+        before its answer came (a restart, a lost connection, a failover) is sent again, up to
+        :data:`_APPEND_ATTEMPTS` times in all: the same event ids at the same expected version
+        are written at most once, so a retry either writes them or finds them written.
+        """
+        for attempt in range(1, _APPEND_ATTEMPTS + 1):
+            if self._closed:
+                raise EventStoreError(f"EventStoreDB at {self._targets}: the store is closed.")
+            try:
+                return self._appends.append(stream, expected, events, self._timeout)
+            except AppendCallDropped as dropped:
+                cause = dropped.cause
+                if attempt == _APPEND_ATTEMPTS or self._closed:
+                    raise cause from None
+                if _followed_leader(self._client, cause):
+                    continue
+                if not _is_transient(cause):
+                    raise cause from None
+                if isinstance(cause, ServiceUnavailable) and self._client._connection is dropped.connection:
+                    # A new channel (rediscovering the leader of a cluster), unless another
+                    # thread's retry has already made one.
+                    with suppress(EventStoreDBClientException):
+                        self._client.reconnect()
+                logger.info(
+                    "event_store.append_retried", stream=stream, attempt=attempt, reason=_one_line(cause)
                 )
-                for event in found:
-                    if event.stream_name == stream and event.id == events[-1].id:
-                        return event.stream_position
-        version = self.stream_version(stream)
-        return -1 if version is None else version
+                time.sleep(_APPEND_RETRY_SECONDS)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def delete_stream(self, stream: str, *, expected_version: ExpectedVersion) -> None:
         """Soft-delete ``stream``: it reads as not found and may be written again."""
@@ -1025,6 +1038,7 @@ class EsdbEventStore:
         self._closed = True
         for subscription in list(self._subscriptions):
             subscription.stop()
+        self._appends.close()
         self._client.close()
         logger.info("event_store.closed", store="esdb", targets=self._targets)
 
