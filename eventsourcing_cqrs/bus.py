@@ -12,7 +12,11 @@
 4. **retries** — on :class:`~eventsourcing_cqrs.errors.WrongExpectedVersionError` the handler
    runs again on fresh state, after a jittered, exponentially growing pause, up to
    ``RetryPolicy.max_attempts``; each conflict is logged (``command.retried``) and counted
-   (:attr:`CommandBus.metrics`);
+   (:attr:`CommandBus.metrics`). A handler that decided on an aggregate from a repository's cache
+   without the store confirming it (see :mod:`eventsourcing_cqrs.repository`) and then appended
+   nothing to it (it refused, or saved another aggregate) runs again at once on the store's
+   state if that aggregate had moved meanwhile (logged ``command.retried`` with
+   ``reason="stale cache"``);
 5. **timing** — the :class:`CommandResult` and the ``command.handled`` log line carry the
    duration.
 
@@ -58,6 +62,7 @@ from eventsourcing_cqrs.serialization import EventEnvelope
 from eventsourcing_cqrs.unit_of_work import (
     CommandAlreadyHandled,
     CommandContext,
+    UnitOfWork,
     begin_unit_of_work,
     current_unit_of_work,
     end_unit_of_work,
@@ -409,10 +414,19 @@ class CommandBus:
             attempt += 1
             work, token = begin_unit_of_work(context)
             try:
-                handler(command)
+                _decide(handler, command, work)
                 work.commit()  # the handler's one save, appended now that it has decided
             except CommandAlreadyHandled as done:
                 return self._finish(context, (done.result,), attempt, started, log, duplicate=True)
+            except _StaleLoads as stale:
+                # No pause: the stale entries are gone, so the next attempt reads the store.
+                if attempt >= policy.max_attempts:
+                    self.metrics._add(exhausted=1)
+                    stream = stale.streams[0]
+                    raise ConcurrencyRetriesExhaustedError(context.command_type, stream, attempt) from None
+                self.metrics._add(retries=1)
+                log.info("command.retried", reason="stale cache", streams=stale.streams, attempt=attempt)
+                continue
             except WrongExpectedVersionError as exc:
                 self.metrics._add(conflicts=1)
                 if attempt >= policy.max_attempts:
@@ -468,6 +482,36 @@ class CommandBus:
                 duration_ms=round(duration * 1000, 3),
             )
         return result
+
+
+class _StaleLoads(Exception):  # noqa: N818 - a signal inside the bus's retry loop
+    """The handler decided on cached state that the store has moved past: run it again."""
+
+    def __init__(self, streams: list[str]) -> None:
+        super().__init__(", ".join(streams))
+        self.streams = streams
+
+
+def _decide(handler: Callable[[Any], object], command: Command, work: UnitOfWork) -> None:
+    """Run the handler; raise :class:`_StaleLoads` if it decided on state that has moved.
+
+    An aggregate loaded from a repository's cache is confirmed by the append of its save (the
+    expected version). Any other one the handler read, and every one when the handler raised
+    (a refusal may rest on the stale state), is confirmed here by reading the store before the
+    outcome stands; a redelivery found by the load (``CommandAlreadyHandled``) needs no check.
+    """
+    try:
+        handler(command)
+    except CommandAlreadyHandled:
+        raise
+    except Exception as exc:
+        stale = work.stale_loads(saved_too=True)
+        if stale:
+            raise _StaleLoads(stale) from exc
+        raise
+    stale = work.stale_loads(saved_too=False)
+    if stale:
+        raise _StaleLoads(stale)
 
 
 class _CommandLog:

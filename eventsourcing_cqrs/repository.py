@@ -37,12 +37,17 @@ reported by the embedded stores) and flagged ``duplicate`` the same way.
 keeps the last N aggregates it loaded or saved, least recently used dropped first. It never
 hides another writer's append, in this process or another one:
 
-* every load of a cached aggregate (in a command or not) reads the events appended after its
-  cached version — one ``read_stream(from_revision=version + 1)``, usually empty, instead of a
-  replay — and applies them, so it returns exactly what a replay would;
-* an append made between that read and the save still meets the expected-version check: the
-  save fails with :class:`~eventsourcing_cqrs.errors.WrongExpectedVersionError`, the entry is
-  dropped (as on any failed append), and the command bus's retry loads from the store.
+* in a command, a cached load reads nothing: the command's save appends at the cached version,
+  so an append by anyone else since makes it fail with
+  :class:`~eventsourcing_cqrs.errors.WrongExpectedVersionError`, the entry is dropped (as on any
+  failed append), and the command bus's retry loads from the store. A command whose outcome
+  rests on a cached aggregate it does not append to (it refused, or it read one aggregate and
+  saved another) has the store confirm that aggregate's version first — one
+  ``read_stream(from_revision=version + 1, limit=1)``, usually empty — and runs again on the
+  store's state if it had moved. On EventStoreDB that makes a command on a cached aggregate
+  one call (its append) instead of two;
+* a load outside a command reads the events appended after the cached version (the same
+  short read) and applies them, so it returns exactly what a replay would.
 
 The cache is write-through: a successful save replaces the entry with the saved state. Cached
 aggregates are never handed out: a load returns a deep copy (``copy.deepcopy``), and a save
@@ -406,12 +411,9 @@ class Repository(Generic[A]):
         return aggregate
 
     def _from_cache(self, cached: A, stream: StreamName, work: UnitOfWork | None) -> A:
-        """A copy of ``cached`` with the events stored after its version applied.
-
-        The read is what keeps the cache exact across processes: without it, a command would
-        decide on a state that misses another process's append (and might refuse what the
-        current state allows); with it, only an append made between this read and the save
-        is unseen, and the save's expected-version check catches that one.
+        """A copy of ``cached``: in a command as it is, to be confirmed by the save's expected
+        version or by the bus (:meth:`UnitOfWork.check_later`); outside one, with the events
+        stored after its version applied, so that another process's append is never hidden.
         """
         aggregate = self._copy(cached)
         if aggregate is None:
@@ -423,6 +425,14 @@ class Repository(Generic[A]):
             self._check_recent(
                 stream, aggregate.version, aggregate.__dict__.get(_RECENT_IDS_ATTRIBUTE), check
             )
+        if work is not None:
+            # In a command, the store is asked only if the outcome depends on it: the save's
+            # expected version confirms this state, and the bus checks it otherwise.
+            if check is not None:
+                check.raise_if_found()
+            version = aggregate.version
+            work.check_later(stream, lambda: self._still_at(cached.id, stream, version))
+            return aggregate
         try:
             records = self._store.read_stream(stream, from_revision=aggregate.version + 1)
         except (StreamNotFoundError, StreamDeletedError):
@@ -437,6 +447,17 @@ class Repository(Generic[A]):
             _remember_ids(aggregate, seen, self._dedup_window)
             self._cache_copy(aggregate)
         return aggregate
+
+    def _still_at(self, aggregate_id: str, stream: StreamName, version: int) -> bool:
+        """Whether ``stream`` still ends at ``version``; if not, the cached entry is dropped."""
+        try:
+            newer = self._store.read_stream(stream, from_revision=version + 1, limit=1)
+            moved = next(newer, None) is not None
+        except (StreamNotFoundError, StreamDeletedError):
+            moved = True
+        if moved and self._cache is not None:
+            self._cache.drop(aggregate_id)
+        return not moved
 
     def _copy(self, aggregate: A) -> A | None:
         try:

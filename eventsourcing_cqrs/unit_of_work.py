@@ -138,6 +138,9 @@ class UnitOfWork:
     _staged: _StagedSave | None = field(default=None, init=False, repr=False, compare=False)
     _first_ids: dict[str, uuid.UUID] = field(default_factory=dict, init=False, repr=False, compare=False)
     _metadata: dict[int, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _unchecked: dict[str, Callable[[], bool]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def event_id(self, stream: str, index: int) -> uuid.UUID:
         """The id of the ``index``-th event this command writes to ``stream``.
@@ -219,6 +222,28 @@ class UnitOfWork:
         staged, self._staged = self._staged, None
         if staged is not None:
             staged.append()
+
+    def check_later(self, stream: str, is_current: Callable[[], bool]) -> None:
+        """Note a load of ``stream`` that the store has not confirmed (an aggregate from a cache).
+
+        ``is_current()`` tells, reading the store, whether the stream is still at the version
+        loaded (and forgets the cached state if not). The save of that stream needs no such
+        read: its expected version is the check. Every other unconfirmed load is checked before
+        the command's outcome stands (:meth:`stale_loads`).
+        """
+        self._unchecked[stream] = is_current
+
+    def stale_loads(self, *, saved_too: bool) -> list[str]:
+        """The streams loaded unconfirmed that have moved since; each is checked once.
+
+        The stream of the staged save is left out unless ``saved_too`` (the handler failed, so
+        nothing will be appended to check it). A non-empty answer means the handler decided on
+        a stale state: the command bus runs it again, on the store's state.
+        """
+        unchecked, self._unchecked = self._unchecked, {}
+        staged = self._staged
+        skip = staged.stream if staged is not None and not saved_too else None
+        return [stream for stream, is_current in unchecked.items() if stream != skip and not is_current()]
 
     def record(self, result: AppendResult) -> None:
         """Remember an append made by this command."""

@@ -20,7 +20,7 @@ from typing import Any, cast
 import pytest
 
 from escqrs.examples.bank import handlers
-from escqrs.examples.bank.account import Account
+from escqrs.examples.bank.account import Account, InsufficientFundsError
 from escqrs.examples.bank.commands import Deposit, OpenAccount, Withdraw
 from escqrs.examples.bank.events import registry
 from eventsourcing_cqrs.bus import CommandBus, RetryPolicy
@@ -70,7 +70,7 @@ def new_id() -> str:
 # -- hits -----------------------------------------------------------------------------------
 
 
-def test_a_cache_hit_reads_only_the_events_after_the_cached_version_and_appends_correctly(
+def test_a_command_on_a_cached_aggregate_reads_nothing_and_its_append_confirms_the_state(
     store: EventStore,
 ) -> None:
     log = ReadLog(store)
@@ -79,12 +79,59 @@ def test_a_cache_hit_reads_only_the_events_after_the_cached_version_and_appends_
     account_id = new_id()
     bus.dispatch(OpenAccount(account_id=account_id, owner="Ann"))
     results = [bus.dispatch(Deposit(account_id=account_id, amount=Decimal(n))) for n in (1, 2, 3)]
-    assert log.reads == [1, 2, 3]  # each deposit: the events after the version the cache held
+    assert log.reads == []  # each deposit's expected version is the check
     assert [result.version for result in results] == [1, 2, 3]
+    assert [result.attempts for result in results] == [1, 1, 1]
     fresh = handlers.account_repository(store).load(account_id)  # no cache: a full replay
     assert (fresh.version, fresh.balance) == (3, Decimal(6))
     assert accounts.load(account_id).balance == Decimal(6)
+    assert log.reads == [4]  # a load outside a command reads the events after the cached version
     assert accounts.cached == 1
+
+
+def test_a_refusal_on_a_cached_aggregate_stands_after_one_read_confirms_the_state(store: EventStore) -> None:
+    log = ReadLog(store)
+    accounts = cached_accounts(cast(EventStore, log))
+    bus = bank(accounts)
+    account_id = new_id()
+    bus.dispatch(OpenAccount(account_id=account_id, owner="Ann"))
+    bus.dispatch(Deposit(account_id=account_id, amount=Decimal(5)))
+    head = store.head_position()
+    with pytest.raises(InsufficientFundsError):
+        bus.dispatch(Withdraw(account_id=account_id, amount=Decimal(6)))
+    assert log.reads == [2]  # the refusal rested on version 1: the store confirmed nothing came after
+    assert store.head_position() == head
+    assert bus.metrics.retries == 0
+
+
+def test_a_command_that_read_a_moved_cached_aggregate_and_saved_another_decides_again(
+    tmp_path: Path,
+) -> None:
+    ours, theirs = connect(f"sqlite:///{tmp_path}/e.db"), connect(f"sqlite:///{tmp_path}/e.db")
+    try:
+        accounts = cached_accounts(ours)
+        source, target = new_id(), new_id()
+        for account_id in (source, target):
+            accounts.save(Account.open(account_id, "Ann"))  # and cached, write-through
+        other = handlers.account_repository(theirs)
+        moved = other.load(source)
+        moved.deposit(Decimal(7))
+        other.save(moved)  # the cached source still holds 0
+
+        def match_balance(command: Deposit) -> None:  # deposits into target what source holds
+            balance = accounts.load(source).balance
+            account = accounts.load(command.account_id)
+            account.deposit(balance)
+            accounts.save(account)
+
+        bus = CommandBus()
+        bus.register(Deposit, match_balance)
+        result = bus.dispatch(Deposit(account_id=target, amount=Decimal(1)))
+        assert result.attempts == 2  # the source had moved: checked before the target's append
+        assert accounts.load(target).balance == Decimal(7)
+    finally:
+        ours.close()
+        theirs.close()
 
 
 def test_a_loaded_copy_changed_without_saving_leaves_the_cache_unchanged(store: EventStore) -> None:
@@ -199,7 +246,7 @@ def test_an_append_racing_a_cached_command_is_kept_and_the_retry_reloads_from_th
         result = bus.dispatch(Deposit(account_id=account_id, amount=Decimal(1)))
         assert result.attempts == 2
         assert cached_before_attempt == [1, 0]  # the conflict dropped the entry
-        assert log.reads == [1, None]  # the first attempt read the tail; the retry replayed
+        assert log.reads == [None]  # the first attempt read nothing; the retry replayed
         fresh = handlers.account_repository(theirs).load(account_id)
         assert (fresh.version, fresh.balance) == (2, Decimal(101))
         assert accounts.load(account_id).balance == Decimal(101)
@@ -282,7 +329,7 @@ def test_a_redelivered_command_is_detected_with_the_aggregate_cached(
     assert again.duplicate
     assert (again.version, again.position) == (first.version, first.position)
     assert store.head_position() == head
-    assert log.reads == [first.version, 6]  # the original result read back, then the (empty) tail
+    assert log.reads == [first.version]  # the original result read back, nothing else
     assert accounts.load(account_id).balance == Decimal(41)
 
 
