@@ -1,12 +1,15 @@
 """The event store port over EventStoreDB, through esdbclient's gRPC client.
 
-This is the only module that imports esdbclient. It maps the port onto EventStoreDB calls:
+This module and :mod:`~eventsourcing_cqrs.event_store._esdb_appends` are the only ones that import
+esdbclient. They map the port onto EventStoreDB calls:
 
-* Expected versions map one to one (``STREAM_EXISTS`` is esdbclient's ``EXISTS``). Appends use
-  BatchAppend, so a tombstoned stream reports ``StreamIsDeleted`` (Append would report a bare
-  ``FailedPrecondition``). esdbclient returns only the commit position of an append; the
-  revision is ``expected + len(events)`` for an exact expected version and is read back from
-  ``$all`` at that position otherwise (one more call).
+* Expected versions map one to one (``STREAM_EXISTS`` is esdbclient's ``EXISTS``). Appends go
+  over one long-lived BatchAppend call per connection, shared by every thread (see
+  ``_esdb_appends``): each answer carries the stream's revision and the commit position, so an
+  append is one request, whatever its expected version; an append whose call dropped is sent
+  again. A tombstoned stream reports ``StreamIsDeleted`` (Append would report a bare
+  ``FailedPrecondition``). A ``NO_STREAM`` append first reads whether its events are already
+  there (EventStoreDB answers an idempotent append like a first one).
 * Errors are translated in one place, :func:`_translate`, into one line each: wrong expected
   version (actual revision parsed from the server's message), not found, deleted, an append
   over the maximum append or gRPC message size (:class:`~eventsourcing_cqrs.errors.InvalidInputError`
@@ -632,10 +635,12 @@ class EsdbEventStore:
     ``esdb+discover://admin:changeit@cluster.local:2113?tlsCAFile=ca.crt``. ``timeout`` is the
     deadline in seconds for each write and each point read (``stream_version``,
     ``head_position``, the first page of ``read_stream``); streaming reads and subscriptions
-    have none. Without it, writes use the URI's ``DefaultDeadline``, if any. esdbclient retries
-    a call that timed out (nested retries: up to four attempts for an append, 0.1 s apart), so
-    :class:`~eventsourcing_cqrs.errors.EventStoreTimeoutError` arrives after about
-    ``4 * timeout + 0.3`` seconds; the retries are safe because appends are idempotent.
+    have none. Without it, writes use the URI's ``DefaultDeadline``, if any. An append that
+    gets no answer within ``timeout`` raises
+    :class:`~eventsourcing_cqrs.errors.EventStoreTimeoutError` then (it may still be carried
+    out: send it again, which is safe, as appends are idempotent); esdbclient retries the other
+    calls that time out (up to four attempts, 0.1 s apart), so their error arrives after about
+    ``4 * timeout + 0.3`` seconds.
 
     It is thread-safe: one gRPC channel serves every thread and subscription.
     """
@@ -684,6 +689,9 @@ class EsdbEventStore:
             raise EventStoreTLSError(_plaintext_to_tls_message(self._targets, "connect"))
         self._timeout = timeout
         self._appends = MultiplexedAppends(self._client)
+        self._append_timeout = (
+            timeout if timeout is not None else self._client.connection_spec.options.DefaultDeadline
+        )
         # Its call (and the server's worker serving it) would outlive a store dropped unclosed.
         weakref.finalize(self, self._appends.close)
         self._subscription_buffer = subscription_buffer
@@ -811,7 +819,7 @@ class EsdbEventStore:
             if self._closed:
                 raise EventStoreError(f"EventStoreDB at {self._targets}: the store is closed.")
             try:
-                return self._appends.append(stream, expected, events, self._timeout)
+                return self._appends.append(stream, expected, events, self._append_timeout)
             except AppendCallDropped as dropped:
                 cause = dropped.cause
                 if attempt == _APPEND_ATTEMPTS or self._closed:
