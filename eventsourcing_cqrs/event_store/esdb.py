@@ -95,6 +95,7 @@ from esdbclient.exceptions import (
     UnknownError,
     WrongCurrentVersion,
 )
+from grpc.experimental import ChannelOptions
 
 from eventsourcing_cqrs.errors import (
     EventStoreAccessDeniedError,
@@ -245,7 +246,8 @@ def _redacted_targets(uri: str) -> str:
 
 
 class _Client(esdbclient.EventStoreDBClient):
-    """esdbclient's client on gRPC channels without grpc-core's transparent retries.
+    """esdbclient's client on gRPC channels without grpc-core's transparent retries, reading
+    server streams on the thread that consumes them.
 
     grpcio 1.71 can lose the receive completions of a call it retries transparently when the
     new attempt cannot connect (a node that sent GOAWAY on shutdown and now refuses
@@ -253,10 +255,17 @@ class _Client(esdbclient.EventStoreDBClient):
     reader waits for a message for ever, which neither ``cancel()`` nor a deadline ends, and
     closing the channel then hangs too. Without transparent retries the call fails with
     UNAVAILABLE, which esdbclient's own retries and this adapter's handle.
+
+    EventStoreDB sends every event of a read or a subscription as a message of its own.
+    grpcio's default unary-stream call hands each message from a thread of its own to the
+    consumer through a condition variable; with ``SingleThreadedUnaryStream`` the consumer's
+    thread takes it off the completion queue itself, which costs about a third of the client's
+    CPU per event (``benchmarks/esdb_server_throughput.py``).
     """
 
     def _construct_grpc_channel(self, grpc_target: str, grpc_options: GrpcOptions = ()) -> grpc.Channel:
-        return super()._construct_grpc_channel(grpc_target, (*grpc_options, ("grpc.enable_retries", 0)))
+        options = (*grpc_options, ("grpc.enable_retries", 0), (ChannelOptions.SingleThreadedUnaryStream, 1))
+        return super()._construct_grpc_channel(grpc_target, options)
 
 
 def _doing(operation: str, stream: str | None) -> str:
