@@ -50,10 +50,12 @@ hides another writer's append, in this process or another one:
   short read) and applies them, so it returns exactly what a replay would.
 
 The cache is write-through: a successful save replaces the entry with the saved state. Cached
-aggregates are never handed out: a load returns a deep copy (``copy.deepcopy``), and a save
-stores a copy, so two concurrent commands never share state and a handler that changes an
-aggregate without saving it changes nothing in the cache. (An aggregate that cannot be deep
-copied is simply not cached; ``aggregate_cache.copy_failed`` is logged.) Past states
+aggregates are never handed out: a load returns a deep copy (``copy.deepcopy``), so two
+concurrent commands never share state and a handler that changes an aggregate without saving
+it changes nothing in the cache. A save outside a command stores a copy; a command's save is
+appended once its handler has returned, and the aggregate is then cached as it is (a handler
+must not keep its aggregate for later use). (An aggregate that cannot be deep copied is simply
+not cached; ``aggregate_cache.copy_failed`` is logged.) Past states
 (``at_version``/``at_time``) bypass the cache. A cached aggregate remembers the ids of its
 last ``dedup_window`` events, so a redelivered command is recognised as with snapshots: while
 its first event is among the stream's last ``dedup_window`` events. One thing it does not
@@ -639,7 +641,12 @@ class Repository(Generic[A]):
         if every is not None and (before + 1) // every != (result.revision + 1) // every:
             self._write_snapshot(aggregate)
         if cache is not None:
-            self._cache_copy(aggregate)  # write-through, after the snapshot read back any ids
+            # Write-through, after the snapshot read back any ids. In a command the handler has
+            # returned and its aggregate is done with: it is cached as it is, not copied.
+            if work is not None:
+                cache.put(aggregate)
+            else:
+                self._cache_copy(aggregate)
         return result
 
     # -- snapshots ------------------------------------------------------------------------
