@@ -3,8 +3,11 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# bench-esdb's second venv: eventsourcing-eventstoredb 1.1.2 needs eventsourcing 9.3, our dev extra 9.5+
+ES_VENV  ?= .venv-es93
+ES_STAMP := $(ES_VENV)/.installed
 
-.PHONY: demo test check lint imports typecheck wheel-check format bench bench-full clean
+.PHONY: demo test check lint imports typecheck wheel-check format bench bench-full bench-esdb clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 2; }
@@ -57,5 +60,17 @@ bench: $(STAMP)
 bench-full: $(STAMP)
 	$(BIN)/python benchmarks/compare.py --full
 
+$(ES_STAMP):
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 2; }
+	$(PYTHON) -m venv $(ES_VENV)
+	$(ES_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(ES_VENV)/bin/python -m pip install --quiet 'eventsourcing==9.3.*' 'eventsourcing-eventstoredb==1.1.2' 'esdbclient>=1.1,<1.2'
+	@touch $(ES_STAMP)
+
+## bench-esdb: ours vs eventsourcing 9.3 + eventsourcing-eventstoredb on the EventStoreDB test server
+## (7-10 minutes on a 2-core VM; ESDB_BENCH_ARGS=--quick for a one-minute smoke run)
+bench-esdb: $(STAMP) $(ES_STAMP)
+	$(BIN)/python benchmarks/esdb_compare.py --es-python $(ES_VENV)/bin/python $(ESDB_BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(ES_VENV) .mypy_cache .ruff_cache .pytest_cache
