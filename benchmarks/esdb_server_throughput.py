@@ -197,13 +197,13 @@ def main() -> None:
         row for where in ("in process", "own process") for row in _measure(where, args.events, args.rounds)
     ]
     print(
-        f"{'server':<12} {'path':<38} {'events':>7} {'seconds':>8} {'events/s':>9} "
+        f"{'server':<12} {'path':<46} {'events':>7} {'seconds':>8} {'events/s':>9} "
         f"{'µs/event over esdbclient':>25}"
     )
     for where, name, count, seconds, overhead in rows:
         rate = count / seconds if seconds else float("inf")
         extra = "" if overhead is None else f"{overhead:+.1f}"
-        print(f"{where:<12} {name:<38} {count:>7} {seconds:>8.2f} {rate:>9,.0f} {extra:>25}")
+        print(f"{where:<12} {name:<46} {count:>7} {seconds:>8.2f} {rate:>9,.0f} {extra:>25}")
 
 
 if __name__ == "__main__":

@@ -5,14 +5,17 @@ costs no extra call, and a dropped connection loses and doubles nothing."""
 from __future__ import annotations
 
 import random
+import struct
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 import pytest
+from esdbclient.protos.Grpc import shared_pb2
 
 from eventsourcing_cqrs.errors import (
     EventStoreTimeoutError,
@@ -20,6 +23,7 @@ from eventsourcing_cqrs.errors import (
     StreamDeletedError,
     WrongExpectedVersionError,
 )
+from eventsourcing_cqrs.event_store._esdb_appends import _correlation_key
 from eventsourcing_cqrs.event_store.esdb import EsdbEventStore
 from eventsourcing_cqrs.event_store.port import AppendResult, NewEvent, StreamState
 from eventsourcing_cqrs.testing.contracts import new_events, unique_stream
@@ -214,3 +218,23 @@ def test_a_server_restarted_under_concurrent_writers_loses_and_doubles_nothing()
             assert revisions == sorted(set(revisions))
             assert revisions[-1] == len(stored) - 1
         assert sum(outages.values()) > 0  # the restarts did meet appends in flight
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        uuid.UUID(int=0),
+        uuid.UUID(int=2**128 - 1),
+        uuid.UUID("f47ac10b-58cc-4372-a567-0e02b2c3d479"),  # both halves negative as int64
+        uuid.UUID("0a7b5c3e-1d2f-4e6a-8b9c-7d1e2f3a4b5c"),
+    ],
+)
+def test_an_answer_is_matched_to_its_request_in_either_uuid_encoding(value: uuid.UUID) -> None:
+    # EventStoreDB echoes the request's correlation id; a server may answer in the structured
+    # form (two signed 64-bit halves) as well as the string form the requests use.
+    most, least = struct.unpack(">qq", value.bytes)
+    structured = shared_pb2.UUID(
+        structured=shared_pb2.UUID.Structured(most_significant_bits=most, least_significant_bits=least)
+    )
+    assert _correlation_key(structured) == value
+    assert _correlation_key(shared_pb2.UUID(string=str(value))) == value
