@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from contextlib import contextmanager
 
 import esdbclient
 from _common import quiet_logs
+from _esdb_probe import run_threads
 
 from eventsourcing_cqrs.event_store import CaughtUp, EventFilter, NewEvent, RecordedEvent, StreamState
 from eventsourcing_cqrs.event_store.esdb import EsdbEventStore
@@ -82,15 +82,16 @@ def _client_unary_appends(client: esdbclient.EventStoreDBClient, events: int) ->
 
 
 def _threads(action: Callable[[int], int], threads: int, events: int) -> Callable[[], int]:
-    """``action(events // threads)`` in ``threads`` threads at once, each on its own stream."""
+    """``action(events // threads)`` in ``threads`` threads at once, each on its own stream; a
+    thread's error is raised here, not lost with its thread."""
+    share = events // threads
+
+    def work(_: int) -> list[float]:
+        action(share)
+        return []
 
     def run() -> int:
-        share = events // threads
-        workers = [threading.Thread(target=action, args=(share,)) for _ in range(threads)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
+        run_threads(threads, work)
         return share * threads
 
     return run

@@ -16,7 +16,7 @@ still waiting fails with :class:`AppendCallDropped`: its outcome is unknown, and
 append opens a new call. Retrying it is safe, as an append of the same event ids at the
 same expected version is idempotent on EventStoreDB; the store adapter does that.
 
-An append whose request is over :data:`ALONE_ABOVE_BYTES` goes over a call of its own, so
+An append of over :data:`ALONE_ABOVE_BYTES` goes over a call of its own, so
 that a request the server's gRPC limits refuse (which would end the whole call) fails alone.
 """
 
@@ -38,7 +38,7 @@ from esdbclient.streams import BaseStreamsService
 
 __all__ = ["ALONE_ABOVE_BYTES", "AppendCallDropped", "MultiplexedAppends"]
 
-#: Requests above this size (EventStoreDB's default ``MaxAppendSize``, 1 MiB) get a call of their own.
+#: Appends above this size (EventStoreDB's default ``MaxAppendSize``, 1 MiB) get a call of their own.
 ALONE_ABOVE_BYTES: Final = 1024 * 1024
 
 
@@ -164,13 +164,17 @@ class MultiplexedAppends:
         expected: int | esdbclient.StreamState,
         events: Sequence[esdbclient.NewEvent],
         timeout: float | None,
+        size: int,
     ) -> tuple[int, int]:
-        """Append ``events`` and return the stream's revision and the commit position after it.
+        """Append ``events`` (``size`` bytes of types, data and metadata) and return the
+        stream's revision and the commit position after it.
 
         Raises esdbclient's exception for the server's answer, :class:`AppendCallDropped` if
         the call ended before it came, and ``DeadlineExceeded`` when ``timeout`` passed first
         (the request may still be carried out, as with any call whose deadline passed).
         """
+        if size > ALONE_ABOVE_BYTES:
+            return self._append_alone(stream, expected, events, timeout)
         correlation = uuid.uuid4()
         request = BaseStreamsService._construct_batch_append_req(
             stream_name=stream,
@@ -179,8 +183,6 @@ class MultiplexedAppends:
             correlation_id=correlation,
             timeout=timeout,
         )
-        if request.ByteSize() > ALONE_ABOVE_BYTES:
-            return self._append_alone(stream, expected, events, timeout)
         while True:
             call = self._current_call()
             waiting = call.send(correlation, request)

@@ -793,8 +793,9 @@ class EsdbEventStore:
             )
             for event in new
         ]
-        with self._translated("append", name, expected, append_size=_append_size(esdb_events)):
-            revision, position = self._appended(name, _esdb_version(expected), esdb_events)
+        size = _append_size(esdb_events)
+        with self._translated("append", name, expected, append_size=size):
+            revision, position = self._appended(name, _esdb_version(expected), esdb_events, size)
         logger.debug(
             "event_store.appended",
             stream=name,
@@ -815,7 +816,11 @@ class EsdbEventStore:
         return first[0].id if first else None
 
     def _appended(
-        self, stream: str, expected: int | esdbclient.StreamState, events: list[esdbclient.NewEvent]
+        self,
+        stream: str,
+        expected: int | esdbclient.StreamState,
+        events: list[esdbclient.NewEvent],
+        size: int,
     ) -> tuple[int, int]:
         """The stream's revision and the commit position after appending ``events``.
 
@@ -828,7 +833,7 @@ class EsdbEventStore:
             if self._closed:
                 raise EventStoreError(f"EventStoreDB at {self._targets}: the store is closed.")
             try:
-                return self._appends.append(stream, expected, events, self._append_timeout)
+                return self._appends.append(stream, expected, events, self._append_timeout, size)
             except AppendCallDropped as dropped:
                 cause = dropped.cause
                 if attempt == _APPEND_ATTEMPTS or self._closed:

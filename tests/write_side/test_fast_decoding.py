@@ -8,42 +8,15 @@ other metadata is, so a version key elsewhere in it is never taken for the event
 from __future__ import annotations
 
 import uuid
-from typing import ClassVar
 
 import pytest
 
-from eventsourcing_cqrs.aggregate import Aggregate
 from eventsourcing_cqrs.errors import CorruptEventError
 from eventsourcing_cqrs.event_store.port import EventStore, NewEvent, StreamState
-from eventsourcing_cqrs.messages import DomainEvent, Metadata
+from eventsourcing_cqrs.messages import Metadata
 from eventsourcing_cqrs.repository import Repository
-from eventsourcing_cqrs.serialization import EventRegistry
 
-
-class Incremented(DomainEvent):
-    """Version 1 stored ``amount``; version 2 calls it ``by``."""
-
-    event_type: ClassVar[str] = "Incremented"
-    schema_version: ClassVar[int] = 2
-
-    by: int
-
-
-class Counter(Aggregate[Incremented]):
-    category: ClassVar[str] = "Counter"
-
-    def __init__(self, aggregate_id: str) -> None:
-        super().__init__(aggregate_id)
-        self.total = 0
-
-    def when(self, event: Incremented) -> None:
-        self.total += event.by
-
-
-def counters() -> EventRegistry:
-    registry = EventRegistry([Incremented])
-    registry.add_upcaster("Incremented", 1, lambda payload: {"by": payload["amount"]})
-    return registry
+from ._counter import Counter, Incremented, counter_registry
 
 
 def stored(store: EventStore, *events: NewEvent) -> str:
@@ -64,12 +37,13 @@ def test_a_version_key_that_is_not_the_last_top_level_member_is_not_taken_for_th
     store: EventStore, metadata: bytes
 ) -> None:
     aggregate_id = stored(store, NewEvent("Incremented", b'{"amount": 4}', metadata))
-    assert Repository(store, Counter, counters()).load(aggregate_id).total == 4  # upcast from 1
-    assert counters().decode(next(iter(store.read_stream(f"Counter-{aggregate_id}")))) == Incremented(by=4)
+    assert Repository(store, Counter, counter_registry()).load(aggregate_id).total == 4  # upcast from 1
+    first = next(iter(store.read_stream(f"Counter-{aggregate_id}")))
+    assert counter_registry().decode(first) == Incremented(by=4)
 
 
 def test_events_written_by_the_registry_replay_at_the_current_version(store: EventStore) -> None:
-    registry = counters()
+    registry = counter_registry()
     commanded = Metadata(correlation_id="c", causation_id="c", command_id="c", actor="ann")
     aggregate_id = stored(
         store,
@@ -84,7 +58,7 @@ def test_events_written_by_the_registry_replay_at_the_current_version(store: Eve
 def test_a_payload_that_does_not_validate_at_the_current_version_names_stream_and_revision(
     store: EventStore,
 ) -> None:
-    registry = counters()
+    registry = counter_registry()
     aggregate_id = stored(
         store,
         registry.encode(Incremented(by=1)),
@@ -100,4 +74,4 @@ def test_a_payload_that_does_not_validate_at_the_current_version_names_stream_an
 def test_metadata_that_is_not_json_is_still_reported_on_replay(store: EventStore) -> None:
     aggregate_id = stored(store, NewEvent("Incremented", b'{"by": 1}', b"\xff"))
     with pytest.raises(CorruptEventError, match="metadata is not valid JSON"):
-        Repository(store, Counter, counters()).load(aggregate_id)
+        Repository(store, Counter, counter_registry()).load(aggregate_id)

@@ -15,7 +15,6 @@ from structlog.testing import capture_logs
 from escqrs.examples.bank.account import Account
 from escqrs.examples.bank.events import registry
 from escqrs.examples.bank.handlers import account_repository
-from eventsourcing_cqrs.aggregate import Aggregate
 from eventsourcing_cqrs.errors import (
     AggregateAlreadyExistsError,
     AggregateNotFoundError,
@@ -29,6 +28,8 @@ from eventsourcing_cqrs.event_store.port import EventStore, NewEvent, StreamStat
 from eventsourcing_cqrs.messages import DomainEvent
 from eventsourcing_cqrs.repository import SNAPSHOT_EVENT_TYPE, Repository
 from eventsourcing_cqrs.serialization import EventRegistry
+
+from ._counter import Counter, Incremented, counter_registry
 
 
 def new_id() -> str:
@@ -185,32 +186,6 @@ def test_an_event_of_another_aggregate_in_the_stream_is_refused(store: EventStor
     store.append(f"Account-{account_id}", [mixed.encode(Audited())], expected_version=0)
     with pytest.raises(CorruptEventError, match="Account does not handle 'Audited' events"):
         accounts.load(account_id)
-
-
-class Incremented(DomainEvent):
-    """Version 1 stored ``amount``; version 2 calls it ``by``."""
-
-    event_type: ClassVar[str] = "Incremented"
-    schema_version: ClassVar[int] = 2
-
-    by: int
-
-
-class Counter(Aggregate[Incremented]):
-    category: ClassVar[str] = "Counter"
-
-    def __init__(self, aggregate_id: str) -> None:
-        super().__init__(aggregate_id)
-        self.total = 0
-
-    def when(self, event: Incremented) -> None:
-        self.total += event.by
-
-
-def counter_registry() -> EventRegistry:
-    counters = EventRegistry([Incremented])
-    counters.add_upcaster("Incremented", 1, lambda payload: {"by": payload["amount"]})
-    return counters
 
 
 def test_old_event_versions_are_upcast_on_load(store: EventStore) -> None:
