@@ -12,11 +12,14 @@ registry) and its projections. The ``escqrs`` command finds one through a
         registry=events.registry,
         aggregates=(AggregateSpec(Account, events.registry, snapshot_every=100),),
         projections=(AccountList, Ledger),        # classes, or any zero-argument factories
+        reactors=(TransferProcess, WelcomeBonus), # reactors and process managers
+        command_bus=bank_bus,                     # store -> the CommandBus they dispatch through
     )
 
-Projections are given as factories rather than instances so that each use (a runner, a
-rebuild, a status query) gets a fresh one. The spec is plain data: building it connects to
-nothing.
+Projections and reactors are given as factories rather than instances so that each use (a
+runner, a rebuild, a status query) gets a fresh one. The spec is plain data: building it
+connects to nothing. A process manager's streams are audited like an aggregate's: list its
+:class:`~eventsourcing_cqrs.reactions.Process` class among the ``aggregates``.
 
 The :mod:`escqrs` package is the composition root: the only place where the write side
 (:mod:`eventsourcing_cqrs`) and the read side (:mod:`projections`) meet. Neither of them imports
@@ -40,6 +43,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from eventsourcing_cqrs.audit import AggregateState, AuditEntry, StateDiff, TraceStep
+    from eventsourcing_cqrs.bus import CommandBus
+    from eventsourcing_cqrs.reactions import ProcessManager, Reactor
     from projections import Projection, ProjectionStatus, ReadModelStore
 
 __all__ = ["AppSpec", "DemoContext", "load_app"]
@@ -99,8 +104,10 @@ class DemoContext(Protocol):
 
 @dataclass(frozen=True)
 class AppSpec:
-    """An application as tools see it: events, aggregates, projections and, optionally, a demo.
+    """An application as tools see it: events, aggregates, projections, reactors and, optionally, a demo.
 
+    ``command_bus(store)`` builds the :class:`~eventsourcing_cqrs.bus.CommandBus` (handlers
+    registered) that the ``reactors`` dispatch through; required when there are reactors.
     ``demo`` is called by ``escqrs demo`` with a :class:`DemoContext`.
     """
 
@@ -110,6 +117,8 @@ class AppSpec:
     projections: Sequence[Callable[[], Projection]] = ()
     demo: Callable[[DemoContext], None] | None = None
     description: str = ""
+    reactors: Sequence[Callable[[], Reactor | ProcessManager[Any]]] = ()
+    command_bus: Callable[[EventStore], CommandBus] | None = None
     _by_category: dict[str, AggregateSpec[Any]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -123,6 +132,10 @@ class AppSpec:
                 raise InvalidInputError("aggregates", spec.category, "two aggregates share this category")
             by_category[spec.category] = spec
         object.__setattr__(self, "_by_category", by_category)
+        if self.reactors and self.command_bus is None:
+            raise InvalidInputError(
+                "command_bus", None, "an application with reactors needs command_bus(store) -> CommandBus"
+            )
 
     @property
     def categories(self) -> tuple[str, ...]:
@@ -160,6 +173,25 @@ class AppSpec:
                 return projection
         known = ", ".join(projection.name for projection in built) or "none"
         raise InvalidInputError("projection", name, f"application {self.name!r} has projections: {known}")
+
+    def build_reactors(self) -> list[Reactor | ProcessManager[Any]]:
+        """A fresh instance of every reactor and process manager, in the order they were declared."""
+        return [factory() for factory in self.reactors]
+
+    def reactor(self, name: str) -> Reactor | ProcessManager[Any]:
+        """A fresh instance of the reactor or process manager called ``name``."""
+        built = self.build_reactors()
+        for reactor in built:
+            if reactor.name == name:
+                return reactor
+        known = ", ".join(reactor.name for reactor in built) or "none"
+        raise InvalidInputError("reactor", name, f"application {self.name!r} has reactors: {known}")
+
+    def bus(self, store: EventStore) -> CommandBus:
+        """The command bus of the application over ``store`` (what its reactors dispatch through)."""
+        if self.command_bus is None:
+            raise InvalidInputError("command_bus", None, f"application {self.name!r} gives no command_bus")
+        return self.command_bus(store)
 
 
 def load_app(reference: str) -> AppSpec:

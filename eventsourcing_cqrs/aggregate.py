@@ -66,6 +66,9 @@ class Aggregate(Generic[E]):
     snapshot_type: ClassVar[type[BaseModel] | None] = None
     #: Bump to invalidate every stored snapshot (new snapshot shape or new ``when`` logic).
     snapshot_version: ClassVar[int] = 1
+    #: Event classes a framework base class adds to the stream beside ``E`` (a process's
+    #: commands issued and deadlines); :func:`event_classes_of` counts them in.
+    framework_events: ClassVar[tuple[type[DomainEvent], ...]] = ()
 
     def __init__(self, aggregate_id: str) -> None:
         if not isinstance(aggregate_id, str) or not aggregate_id:
@@ -139,10 +142,13 @@ class Aggregate(Generic[E]):
 
 
 def event_classes_of(aggregate_type: type[Aggregate[Any]]) -> tuple[type[DomainEvent], ...]:
-    """The event classes named by ``aggregate_type``'s base ``Aggregate[...]`` (a class or a union)."""
+    """The event classes named by ``aggregate_type``'s base ``Aggregate[...]`` (a class or a union),
+    and its ``framework_events``."""
     for klass in aggregate_type.__mro__:
         for base in getattr(klass, "__orig_bases__", ()):
-            if typing.get_origin(base) is Aggregate:
+            origin = typing.get_origin(base)
+            # Aggregate[...] itself, or a generic base that forwards its one parameter (Process[...]).
+            if isinstance(origin, type) and issubclass(origin, Aggregate):
                 (argument,) = typing.get_args(base)
                 if isinstance(argument, TypeVar):
                     continue
@@ -151,7 +157,7 @@ def event_classes_of(aggregate_type: type[Aggregate[Any]]) -> tuple[type[DomainE
                 else:
                     members = (argument,)
                 if all(isinstance(m, type) and issubclass(m, DomainEvent) for m in members):
-                    return tuple(members)
+                    return tuple(members) + aggregate_type.framework_events
     raise InvalidInputError(
         "aggregate type",
         aggregate_type,

@@ -3,6 +3,8 @@
 * :class:`Projection` — a stable name, a version, tables, and handlers per event type.
 * :class:`ProjectionRunner` — catch-up subscription, batches with atomic checkpoints, a lease
   per projection, retries with backoff, parking, graceful stop, blue/green rebuilds.
+* :class:`ReactorRunner` — the same guarantees for reactors and process managers
+  (:mod:`eventsourcing_cqrs.reactions`), which dispatch commands instead of writing a read model.
 * :func:`rebuild` — rebuild a read model from scratch beside the live one.
 * :func:`projection_status` and :func:`wait_for` — operations and read-your-writes.
 * :mod:`projections.read_model_store` — the :class:`ReadModelStore` port, its memory, SQLite and
@@ -38,6 +40,7 @@ from projections.errors import (
     WaitTimeoutError,
 )
 from projections.projection import Backoff, EventContext, FailurePolicy, Projection
+from projections.reactor_runner import ReactorRunner, StartFrom
 from projections.read_model_store.port import (
     ParkedEvent,
     ProjectionState,
@@ -75,6 +78,7 @@ __all__ = [
     "ProjectionState",
     "ProjectionStatus",
     "ProjectionVersionError",
+    "ReactorRunner",
     "ReadModelStore",
     "ReadModelStoreError",
     "ReadModelStoreLockedError",
@@ -85,6 +89,7 @@ __all__ = [
     "RebuildReport",
     "RunOutcome",
     "RunnerAlreadyRunningError",
+    "StartFrom",
     "Table",
     "TableReader",
     "TableSpec",

@@ -101,6 +101,7 @@ class ProjectionFailedError(ProjectionError):
         position: int,
         attempts: int,
         error: BaseException,
+        kind: str = "Projection",
     ) -> None:
         self.projection = projection
         self.event_type = event_type
@@ -110,7 +111,7 @@ class ProjectionFailedError(ProjectionError):
         self.attempts = attempts
         self.error = error
         super().__init__(
-            f"Projection {projection!r} stopped: event {event_type!r} at revision {revision} of "
+            f"{kind} {projection!r} stopped: event {event_type!r} at revision {revision} of "
             f"stream {stream!r} (position {position}) failed {attempts} time(s): "
             f"{type(error).__name__}: {error}"
         )

@@ -201,6 +201,13 @@ class ProjectionRunner:
         self._error: BaseException | None = None
         self._running = threading.Event()
         self._log = logger.bind(projection=self._name)
+        #: What the runner calls its consumer in messages ("Projection", "Reactor", ...).
+        self._kind = "Projection"
+        #: Whether events have effects outside the read model, carried out before their
+        #: transaction by :meth:`_react` (reactors): see :class:`projections.ReactorRunner`.
+        self._reacts = False
+        #: Errors that say nothing about the event: they go to the outage and stop paths.
+        self._infrastructure: tuple[type[Exception], ...] = _INFRASTRUCTURE_ERRORS
 
     def __repr__(self) -> str:
         return f"<ProjectionRunner {self._name!r}>"
@@ -448,6 +455,16 @@ class ProjectionRunner:
                 live = self._store.create_generation(
                     self._name, self._projection.version, self._projection.tables, lease=lease
                 )
+                live = self._started(live, lease)
+            elif (
+                live.checkpoint is None
+                and live.events_applied == 0
+                and record.state in (ProjectionState.NEW, ProjectionState.WAITING_FOR_LEASE)
+            ):
+                # A first run that died between creating its generation and recording where it
+                # starts (a reactor starting from now): nothing was followed yet, start it now.
+                # (A first run on an empty store followed it: its state says so.)
+                live = self._started(live, lease)
             outcome = self._follow(live, lease, stop_when_caught_up=until_caught_up)
             if outcome is _Follow.GENERATION_CHANGED:
                 self._log.info("projection.generation_changed", generation=live.number)
@@ -586,6 +603,8 @@ class ProjectionRunner:
                     elif item is None:
                         if policy.nothing_waiting():
                             flush()
+                        if not building:
+                            self._idle(generation, lease)
                         if not building and time.monotonic() >= next_retry_check:
                             next_retry_check = time.monotonic() + self._retry_check_interval
                             if any(e.retry_requested for e in self._store.parked_events(self._name)):
@@ -617,10 +636,24 @@ class ProjectionRunner:
             return _Follow.STOPPED
 
     def _commit(
-        self, generation: Generation, lease: Lease, events: list[RecordedEvent], position: int
+        self,
+        generation: Generation,
+        lease: Lease,
+        events: list[RecordedEvent],
+        position: int,
+        *,
+        reacted: bool = False,
     ) -> int:
-        """Apply ``events`` and move the checkpoint to ``position`` in one transaction; how many applied."""
+        """Apply ``events`` and move the checkpoint to ``position`` in one transaction; how many applied.
+
+        A runner whose events have effects (``_reacts``) carries them out first, event by event,
+        unless ``reacted`` says they were; an effect that fails is handled like a handler that
+        raises (the events before it are committed, it is retried, then stops or is parked).
+        """
         try:
+            if self._reacts and not reacted:
+                self._react_all(lease, events)
+                reacted = True
             with self._store.transaction(self._name, generation.number, lease=lease) as transaction:
                 apply = self._projection.applier(transaction)
                 index = 0
@@ -629,23 +662,25 @@ class ProjectionRunner:
                     for event in events:
                         apply(event)
                         index += 1
-                except _INFRASTRUCTURE_ERRORS:
+                except self._infrastructure:
                     raise
                 except Exception as exc:
                     raise _EventFailed(index, exc) from exc
                 transaction.set_checkpoint(position, len(events))
         except _EventFailed as failed:
+            # Effects are carried out for a prefix only when one fails (``reacted`` is still
+            # false then): the events before the failing one had theirs, the rest not yet.
             good, bad, rest = events[: failed.index], events[failed.index], events[failed.index + 1 :]
-            applied = self._commit(generation, lease, good, good[-1].position) if good else 0
-            applied += self._retry(generation, lease, bad, failed.error)
+            applied = self._commit(generation, lease, good, good[-1].position, reacted=True) if good else 0
+            applied += self._retry(generation, lease, bad, failed.error, reacted=reacted)
             if rest or position > bad.position:
-                applied += self._commit(generation, lease, rest, position)
+                applied += self._commit(generation, lease, rest, position, reacted=reacted)
             return applied
         except ReadModelStoreError as exc:
             # Not an outage, and no handler raised: the store refused the batch's writes when
             # they were flushed. Find the event by committing one at a time; that one is then
             # retried, parked or stops the runner like any failing event, naming itself.
-            if isinstance(exc, _INFRASTRUCTURE_ERRORS) or not events:
+            if isinstance(exc, self._infrastructure) or not events:
                 raise
             self._log.error(
                 "projection.batch_refused",
@@ -656,9 +691,12 @@ class ProjectionRunner:
                 error=_describe_error(exc),
             )
             if len(events) == 1:
-                applied = self._retry(generation, lease, events[0], exc)
+                applied = self._retry(generation, lease, events[0], exc, reacted=reacted)
             else:
-                applied = sum(self._commit(generation, lease, [event], event.position) for event in events)
+                applied = sum(
+                    self._commit(generation, lease, [event], event.position, reacted=reacted)
+                    for event in events
+                )
             if position > events[-1].position:
                 applied += self._commit(generation, lease, [], position)
             return applied
@@ -672,8 +710,20 @@ class ProjectionRunner:
             )
         return len(events)
 
-    def _retry(self, generation: Generation, lease: Lease, event: RecordedEvent, error: Exception) -> int:
-        """Retry a failing event with backoff; park it or raise when it keeps failing."""
+    def _retry(
+        self,
+        generation: Generation,
+        lease: Lease,
+        event: RecordedEvent,
+        error: Exception,
+        *,
+        reacted: bool = False,
+    ) -> int:
+        """Retry a failing event with backoff; park it or raise when it keeps failing.
+
+        Its effects (a reactor's) are carried out again on each attempt unless ``reacted``
+        says they succeeded and only the transaction failed.
+        """
         log = self._log.bind(
             event_type=event.type, stream=event.stream, revision=event.revision, position=event.position
         )
@@ -685,10 +735,13 @@ class ProjectionRunner:
                 raise _StopRequested(f"{self._name} stopped while retrying")
             attempts += 1
             try:
+                if self._reacts and not reacted:
+                    self._react(lease, event)
+                    reacted = True
                 with self._store.transaction(self._name, generation.number, lease=lease) as transaction:
                     self._projection.apply(event, transaction)
                     transaction.set_checkpoint(event.position, 1)
-            except _INFRASTRUCTURE_ERRORS:
+            except self._infrastructure:
                 raise
             except Exception as exc:  # noqa: BLE001 - a handler may raise anything; it is retried
                 error = exc
@@ -698,6 +751,7 @@ class ProjectionRunner:
             return 1
         failure = ProjectionFailedError(
             self._name,
+            kind=self._kind,
             event_type=event.type,
             stream=event.stream,
             revision=event.revision,
@@ -723,10 +777,12 @@ class ProjectionRunner:
         for event in parked:
             log = self._log.bind(position=event.position, event_type=event.event_type, stream=event.stream)
             try:
+                if self._reacts:
+                    self._react(lease, event.to_recorded())
                 with self._store.transaction(self._name, generation.number, lease=lease) as transaction:
                     self._projection.apply(event.to_recorded(), transaction)
                     transaction.unpark(event.position)
-            except _INFRASTRUCTURE_ERRORS:
+            except self._infrastructure:
                 raise
             except Exception as exc:  # noqa: BLE001 - a handler may raise anything; it stays parked
                 with self._store.transaction(self._name, generation.number, lease=lease) as transaction:
@@ -734,3 +790,27 @@ class ProjectionRunner:
                 log.warning("projection.parked_retry_failed", error=_describe_error(exc))
                 continue
             log.info("projection.parked_retry_succeeded")
+
+    # -- hooks for runners whose events have effects (projections.ReactorRunner) -------------
+
+    def _react_all(self, lease: Lease, events: list[RecordedEvent]) -> None:
+        """Carry out each event's effects in order; :class:`_EventFailed` names the one that failed."""
+        index = 0
+        try:
+            for event in events:
+                self._react(lease, event)
+                index += 1
+        except self._infrastructure:
+            raise
+        except Exception as exc:
+            raise _EventFailed(index, exc) from exc
+
+    def _react(self, lease: Lease, event: RecordedEvent) -> None:
+        """Carry out ``event``'s effects outside the read model (nothing for a projection)."""
+
+    def _started(self, generation: Generation, lease: Lease) -> Generation:
+        """Called once when the first generation was just created; the generation to follow."""
+        return generation
+
+    def _idle(self, generation: Generation, lease: Lease) -> None:
+        """Called whenever the subscription has nothing waiting (a reactor fires deadlines here)."""

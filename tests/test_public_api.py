@@ -25,6 +25,7 @@ OUR_PACKAGES = ("eventsourcing_cqrs", "projections", "escqrs")
 PUBLIC_MODULES = (
     "eventsourcing_cqrs",
     "eventsourcing_cqrs.event_store",
+    "eventsourcing_cqrs.reactions",
     "eventsourcing_cqrs.testing",
     "projections",
     "projections.read_model_store",

@@ -235,7 +235,12 @@ def test_csv_export_of_all_has_a_header_and_one_row_per_event(
     assert count == len(rows) - 1 >= 5  # the shared EventStoreDB may hold later events too
     ours = [row for row in rows[1:] if row[1] == f"Account-{account_id}"]
     assert [row[4] for row in ours][:2] == ["AccountOpened", "MoneyDeposited"]
-    assert json.loads(ours[1][10]) == {"account_id": account_id, "amount": "100.00", "balance": "100.00"}
+    assert json.loads(ours[1][10]) == {
+        "account_id": account_id,
+        "amount": "100.00",
+        "balance": "100.00",
+        "transfer_id": None,
+    }
     assert json.loads(ours[1][11])["actor"] == "payroll"
 
 

@@ -19,6 +19,7 @@ from escqrs.examples.bank.events import (
     AccountOpened,
     MoneyDeposited,
     MoneyWithdrawn,
+    TransferRequested,
 )
 from eventsourcing_cqrs.aggregate import Aggregate, event_classes_of
 from eventsourcing_cqrs.errors import InvalidInputError
@@ -100,7 +101,13 @@ def test_then_reports_both_sides_when_events_differ() -> None:
 
 
 def test_event_classes_are_read_from_the_aggregate_base() -> None:
-    assert event_classes_of(Account) == (AccountOpened, MoneyDeposited, MoneyWithdrawn, AccountClosed)
+    assert event_classes_of(Account) == (
+        AccountOpened,
+        MoneyDeposited,
+        MoneyWithdrawn,
+        AccountClosed,
+        TransferRequested,
+    )
 
 
 def test_an_aggregate_id_must_be_a_non_empty_string() -> None:

@@ -19,6 +19,7 @@ from escqrs.examples.bank.events import (
     AccountOpened,
     MoneyDeposited,
     MoneyWithdrawn,
+    TransferRequested,
 )
 from eventsourcing_cqrs import Aggregate, DomainError
 
@@ -29,6 +30,7 @@ __all__ = [
     "AccountSnapshot",
     "InsufficientFundsError",
     "InvalidAmountError",
+    "SameAccountTransferError",
 ]
 
 
@@ -70,6 +72,14 @@ class InvalidAmountError(DomainError):
         super().__init__(f"Amount {amount} for account {account_id!r} must be positive.")
 
 
+class SameAccountTransferError(DomainError):
+    """A transfer names the same account as source and target."""
+
+    def __init__(self, account_id: str) -> None:
+        self.account_id = account_id
+        super().__init__(f"Account {account_id!r} cannot transfer money to itself.")
+
+
 class AccountSnapshot(BaseModel):
     """The state of an account, stored every N events so that loading skips most of the history."""
 
@@ -102,17 +112,34 @@ class Account(Aggregate[AccountEvent]):
         account.apply(AccountOpened(account_id=account_id, owner=owner))
         return account
 
-    def deposit(self, amount: Decimal) -> None:
+    def deposit(self, amount: Decimal, transfer_id: str | None = None) -> None:
         """Pay ``amount`` in."""
         self._check_movement(amount)
-        self.apply(MoneyDeposited(account_id=self.id, amount=amount, balance=self.balance + amount))
+        self.apply(
+            MoneyDeposited(
+                account_id=self.id, amount=amount, balance=self.balance + amount, transfer_id=transfer_id
+            )
+        )
 
-    def withdraw(self, amount: Decimal) -> None:
+    def withdraw(self, amount: Decimal, transfer_id: str | None = None) -> None:
         """Pay ``amount`` out; raises :class:`InsufficientFundsError` rather than overdraw."""
         self._check_movement(amount)
         if amount > self.balance:
             raise InsufficientFundsError(self.id, self.balance, amount)
-        self.apply(MoneyWithdrawn(account_id=self.id, amount=amount, balance=self.balance - amount))
+        self.apply(
+            MoneyWithdrawn(
+                account_id=self.id, amount=amount, balance=self.balance - amount, transfer_id=transfer_id
+            )
+        )
+
+    def request_transfer(self, transfer_id: str, target: str, amount: Decimal) -> None:
+        """Record the request to send ``amount`` to ``target``; the transfer process moves the money."""
+        self._check_movement(amount)
+        if target == self.id:
+            raise SameAccountTransferError(self.id)
+        self.apply(
+            TransferRequested(account_id=self.id, transfer_id=transfer_id, target=target, amount=amount)
+        )
 
     def close(self) -> None:
         """Close the account; raises :class:`AccountNotEmptyError` while it holds money."""
@@ -138,6 +165,8 @@ class Account(Aggregate[AccountEvent]):
                 self.balance = balance
             case AccountClosed():
                 self.closed = True
+            case TransferRequested():
+                pass  # moves nothing: the transfer's withdrawal does
             case _:
                 assert_never(event)
 

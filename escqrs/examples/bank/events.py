@@ -24,6 +24,7 @@ __all__ = [
     "AccountOpened",
     "MoneyDeposited",
     "MoneyWithdrawn",
+    "TransferRequested",
     "registry",
 ]
 
@@ -41,23 +42,45 @@ class AccountOpened(DomainEvent):
 
 
 class MoneyDeposited(DomainEvent):
-    """``amount`` was paid in; ``balance`` is the balance after the deposit."""
+    """``amount`` was paid in; ``balance`` is the balance after the deposit.
+
+    ``transfer_id`` names the transfer it belongs to (its credit, or the refund of its debit).
+    """
 
     event_type: ClassVar[str] = "MoneyDeposited"
 
     account_id: str
     amount: Decimal
     balance: Decimal
+    transfer_id: str | None = None
 
 
 class MoneyWithdrawn(DomainEvent):
-    """``amount`` was paid out; ``balance`` is the balance after the withdrawal."""
+    """``amount`` was paid out; ``balance`` is the balance after the withdrawal.
+
+    ``transfer_id`` names the transfer it belongs to (its debit).
+    """
 
     event_type: ClassVar[str] = "MoneyWithdrawn"
 
     account_id: str
     amount: Decimal
     balance: Decimal
+    transfer_id: str | None = None
+
+
+class TransferRequested(DomainEvent):
+    """The account's owner asked to move ``amount`` to account ``target``; nothing moved yet.
+
+    The transfer process (:mod:`escqrs.examples.bank.transfers`) takes it from here.
+    """
+
+    event_type: ClassVar[str] = "TransferRequested"
+
+    account_id: str
+    transfer_id: str
+    target: str
+    amount: Decimal
 
 
 class AccountClosed(DomainEvent):
@@ -69,7 +92,7 @@ class AccountClosed(DomainEvent):
 
 
 #: Every event an ``Account`` stream may hold.
-AccountEvent = AccountOpened | MoneyDeposited | MoneyWithdrawn | AccountClosed
+AccountEvent = AccountOpened | MoneyDeposited | MoneyWithdrawn | AccountClosed | TransferRequested
 
 #: The registry that encodes and decodes the bank's events.
-registry = EventRegistry([AccountOpened, MoneyDeposited, MoneyWithdrawn, AccountClosed])
+registry = EventRegistry([AccountOpened, MoneyDeposited, MoneyWithdrawn, AccountClosed, TransferRequested])

@@ -1,0 +1,286 @@
+"""The :class:`ReactorRunner`: reactors and process managers under the projection runner's guarantees.
+
+A :class:`~eventsourcing_cqrs.reactions.Reactor` or
+:class:`~eventsourcing_cqrs.reactions.ProcessManager` follows ``$all`` like a projection, with
+a server-side filter on the types it handles, and everything :class:`ProjectionRunner` gives:
+batches, a lease per name so one runner is active across processes, retries with backoff,
+stop or park, parked-event retries, graceful stop and status with lag. What differs:
+
+* **Effects before the checkpoint.** Each event's reaction (the commands it dispatches, the
+  decisions a process records) is carried out before the batch's checkpoint commits, outside
+  the read model's transaction (so no read-model lock is held while commands run), and only
+  while this runner holds the lease (checked against the store before each batch). A crash in
+  between redelivers the events; the reaction engine
+  (:mod:`eventsourcing_cqrs.reactions.engine`) makes the redelivery change nothing more.
+* **Where a new one starts.** A reactor that has never run starts **from now** (the head of
+  ``$all`` when it first runs), so that old history never fires new effects;
+  ``start_from=StartFrom.BEGINNING`` reacts to the whole history instead (its effects still
+  apply once each). Once it has a checkpoint, it resumes from it.
+* **No rebuilds.** A reactor has no read model to rebuild: its "version" never changes and
+  :meth:`ReactorRunner.rebuild` is refused. To react to history again, drop its checkpoint
+  (``escqrs projections drop``) and start it from the beginning.
+* **Deadlines.** A process manager's pending deadlines are indexed in its read model (table
+  ``deadlines``, written in the same transaction as its checkpoint, from the
+  ``ProcessDeadline*`` events of its streams). Whenever the subscription is idle, at most every
+  ``deadline_check_interval`` seconds, the runner holding the lease fires the deadlines its
+  clock has passed: each is recorded once (``ProcessDeadlineFired``) in the instance's stream
+  and reaches the deadline's handler through ``$all`` like any event. Deadlines therefore fire
+  once the runner has caught up, in whichever process holds the lease. A process manager that
+  starts from now (its first run, or after its checkpoint was dropped) first indexes the
+  deadlines still pending in its streams, so that instances in flight keep their deadlines.
+* **Outages of the event store** during a reaction are retried like read model outages
+  (``store_backoff``), from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from typing import Any
+
+from eventsourcing_cqrs.bus import CommandBus
+from eventsourcing_cqrs.errors import (
+    EventStoreLockedError,
+    EventStoreTimeoutError,
+    EventStoreUnavailableError,
+)
+from eventsourcing_cqrs.event_store import read_after
+from eventsourcing_cqrs.event_store.port import EventFilter, EventStore, RecordedEvent, validate_seconds
+from eventsourcing_cqrs.reactions import Clock, ProcessManager, Reactor, engine_for, system_clock
+from eventsourcing_cqrs.reactions.engine import ReactionEngine
+from projections._progress import ProgressCallback, RebuildReport
+from projections.errors import LeaseLostError, ProjectionError
+from projections.projection import Backoff, EventContext, FailurePolicy, Projection
+from projections.read_model_store.port import Generation, Lease, ReadModelStore, ReadModelWriter, TableSpec
+from projections.runner import _INFRASTRUCTURE_ERRORS, ProjectionRunner
+
+__all__ = ["DEADLINES_TABLE", "ReactorRunner", "StartFrom", "reactions_projection"]
+
+#: The table of a process manager's read model that indexes its pending deadlines.
+DEADLINES_TABLE = "deadlines"
+
+#: How many due deadlines one check fires at most (the rest wait for the next check).
+_FIRE_LIMIT = 100
+
+
+class StartFrom(enum.Enum):
+    """Where a reactor that has never run starts."""
+
+    #: The head of ``$all`` when it first runs: history fires nothing (the default).
+    NOW = "now"
+    #: The start of ``$all``: it reacts to every stored event (each effect still applies once).
+    BEGINNING = "beginning"
+
+
+class ReactionsProjection(Projection):
+    """The read-model side of a reactor: its checkpoint and, for a process manager, its deadlines."""
+
+    def __init__(self, engine: ReactionEngine) -> None:
+        super().__init__()
+        self.engine = engine
+        for event_type in engine.event_types:
+            self.on_recorded(event_type, self._index)
+
+    def _index(self, recorded: RecordedEvent, context: EventContext) -> None:
+        change = self.engine.deadline_change(recorded)
+        if change is None:
+            return
+        table = context.table(DEADLINES_TABLE)
+        if change.due is None:
+            table.delete(change.deadline_id)
+        else:
+            table.put(
+                change.deadline_id,
+                {
+                    "deadline_id": change.deadline_id,
+                    "stream": change.stream,
+                    "deadline": change.deadline,
+                    "due": change.due,
+                },
+            )
+
+    def describe(self) -> dict[str, Any]:
+        described = super().describe()
+        described["kind"] = self.engine.kind
+        return described
+
+
+def reactions_projection(engine: ReactionEngine) -> ReactionsProjection:
+    """The projection that keeps ``engine``'s checkpoint (and deadlines) in a read model store."""
+    tables = (TableSpec(DEADLINES_TABLE, indexes=("due",)),) if engine.has_deadlines else ()
+    projection_class = type(
+        f"Reactions_{engine.name}",
+        (ReactionsProjection,),
+        {
+            "name": engine.name,
+            "version": 1,
+            "tables": tables,
+            "failure_policy": FailurePolicy(engine.failure_policy),
+        },
+    )
+    projection: ReactionsProjection = projection_class(engine)
+    return projection
+
+
+class ReactorRunner(ProjectionRunner):
+    """Runs one reactor or process manager against an event store, a command bus and a read model store.
+
+    ``bus`` dispatches the commands (register the handlers of every command it sends);
+    ``events`` is the store it follows and, for a process manager, where its instances' streams
+    are written. ``clock`` gives the time (deadlines, ``process.now``); ``start_from`` says where
+    a reactor that has never run starts (:class:`StartFrom`). Every other keyword argument is
+    :class:`ProjectionRunner`'s; ``batch_size`` defaults to 100 here, because a batch's
+    effects are carried out one event at a time before it commits.
+    """
+
+    def __init__(
+        self,
+        reactor: Reactor | ProcessManager[Any],
+        events: EventStore,
+        store: ReadModelStore,
+        *,
+        bus: CommandBus,
+        clock: Clock = system_clock,
+        start_from: StartFrom | str = StartFrom.NOW,
+        deadline_check_interval: float = 1.0,
+        batch_size: int = 100,
+        batch_delay: float = 0.05,
+        backoff: Backoff | None = None,
+        failure_policy: FailurePolicy | None = None,
+        lease_poll_interval: float = 0.5,
+        retry_check_interval: float = 1.0,
+        checkpoint_interval: int = 500,
+        store_backoff: Backoff | None = None,
+    ) -> None:
+        if not isinstance(bus, CommandBus):
+            raise TypeError(f"bus must be a CommandBus, not {type(bus).__name__}")
+        if not callable(clock):
+            raise TypeError("clock must be a callable returning a timezone-aware datetime")
+        validate_seconds(deadline_check_interval, "deadline_check_interval", zero_allowed=True)
+        engine = engine_for(reactor, store=events, bus=bus, clock=clock)
+        super().__init__(
+            reactions_projection(engine),
+            events,
+            store,
+            batch_size=batch_size,
+            batch_delay=batch_delay,
+            backoff=backoff,
+            failure_policy=failure_policy,
+            lease_poll_interval=lease_poll_interval,
+            retry_check_interval=retry_check_interval,
+            checkpoint_interval=checkpoint_interval,
+            store_backoff=store_backoff,
+        )
+        self._engine = engine
+        self._start_from = StartFrom(start_from)
+        self._deadline_check_interval = deadline_check_interval
+        self._next_deadline_check = 0.0
+        self._reacts = True
+        self._kind = "Reactor" if engine.kind == "reactor" else "Process manager"
+        self._infrastructure = (
+            *_INFRASTRUCTURE_ERRORS,
+            LeaseLostError,
+            EventStoreUnavailableError,
+            EventStoreTimeoutError,
+            EventStoreLockedError,
+        )
+        self._log = self._log.bind(kind=engine.kind)
+
+    def __repr__(self) -> str:
+        return f"<ReactorRunner {self._name!r}>"
+
+    @property
+    def engine(self) -> ReactionEngine:
+        """The engine that carries out each reaction."""
+        return self._engine
+
+    def rebuild(self, progress: ProgressCallback | None = None) -> RebuildReport | None:
+        """Refused: a reactor has no read model to rebuild (see the module docstring)."""
+        raise ProjectionError(
+            f"{self._kind} {self._name!r} is not rebuilt: rebuilding would fire its history's effects "
+            "again. Drop its checkpoint and start it from the beginning if that is what you want."
+        )
+
+    # -- the hooks of ProjectionRunner ----------------------------------------------------------
+
+    def _react_all(self, lease: Lease, events: list[RecordedEvent]) -> None:
+        self._fence(lease)
+        super()._react_all(lease, events)
+
+    def _acquire(self, lease: Lease, *, timeout: float | None = None) -> bool:
+        acquired = super()._acquire(lease, timeout=timeout)
+        if acquired:
+            # Another runner may have written while this one did not hold the lease.
+            self._engine.forget()
+        return acquired
+
+    def _react(self, lease: Lease, event: RecordedEvent) -> None:
+        if not lease.held:
+            raise LeaseLostError(self._name, lease.role.value, lease.epoch, -1)
+        self._engine.react(event)
+
+    def _fence(self, lease: Lease) -> None:
+        """Make sure, through the store, that no other runner took the lease over (before effects)."""
+        live = self._store.describe(self._name).live
+        if live is not None:
+            with self._store.transaction(self._name, live.number, lease=lease):
+                pass
+
+    def _started(self, generation: Generation, lease: Lease) -> Generation:
+        if self._start_from is StartFrom.BEGINNING:
+            self._log.info("reactor.started", start_from="beginning")
+            return generation
+        head = self._events.head_position()
+        if head <= 0:
+            self._log.info("reactor.started", start_from="now", position=None)
+            return generation
+        with self._store.transaction(self._name, generation.number, lease=lease) as transaction:
+            pending = self._index_deadlines(transaction, head) if self._engine.has_deadlines else 0
+            transaction.set_checkpoint(head, 0)
+        self._log.info("reactor.started", start_from="now", position=head, pending_deadlines=pending)
+        live = self._store.describe(self._name).live
+        return generation if live is None else live
+
+    def _index_deadlines(self, transaction: ReadModelWriter, head: int) -> int:
+        """Index the deadlines its streams hold up to ``head``; how many are pending."""
+        deadline_types = [t for t in self._engine.event_types if t.startswith("ProcessDeadline")]
+        for recorded in read_after(self._events, None, filter=EventFilter.for_event_types(deadline_types)):
+            if recorded.position > head:
+                break
+            self._projection.apply(recorded, transaction)
+        return transaction.table(DEADLINES_TABLE).count()
+
+    def _idle(self, generation: Generation, lease: Lease) -> None:
+        if not self._engine.has_deadlines or time.monotonic() < self._next_deadline_check:
+            return
+        self._next_deadline_check = time.monotonic() + self._deadline_check_interval
+        self.fire_due_deadlines()
+
+    def fire_due_deadlines(self) -> int:
+        """Fire the deadlines the clock has passed (the runner does this when idle); how many fired.
+
+        Each is recorded once whoever calls this and however often: its ``ProcessDeadlineFired``
+        has an id fixed by the deadline and is appended at the instance's expected version, after
+        checking, on the instance's stream, that the deadline is still pending. The runner calls
+        it under its lease; raises :class:`~projections.errors.ProjectionNotFoundError` before the
+        process manager's first run.
+        """
+        now = self._engine.now().timestamp()
+        with self._store.read(self._name) as view:
+            rows = view.table(DEADLINES_TABLE).find(order_by="due", limit=_FIRE_LIMIT)
+        fired = 0
+        for row in rows:
+            if float(row["due"]) > now:
+                break
+            try:
+                fired += self._engine.fire(str(row["stream"]), str(row["deadline_id"]))
+            except self._infrastructure:
+                raise
+            except Exception as exc:  # noqa: BLE001 - logged and tried again at the next check
+                self._log.error(
+                    "process.deadline_not_fired",
+                    stream=row["stream"],
+                    deadline=row["deadline"],
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+        return fired
