@@ -13,7 +13,7 @@ from cli._helpers import Backend, escqrs, ok
 
 def test_history_shows_revision_position_time_type_actor_and_correlation(backend: Backend) -> None:
     table = ok(escqrs("audit", "history", backend.ada, "--store", backend.store))
-    for text in ("AccountOpened", "welcome-policy", "payroll", "atm-17", backend.correlation_id):
+    for text in ("AccountOpened", "reactor:welcome_bonus", "payroll", "atm-17", backend.correlation_id):
         assert text in table
 
     entries = json.loads(ok(escqrs("audit", "history", backend.ada, "--json", env=backend.env())))
@@ -23,7 +23,7 @@ def test_history_shows_revision_position_time_type_actor_and_correlation(backend
         "MoneyDeposited",
         "MoneyWithdrawn",
     ]
-    assert [e["actor"] for e in entries] == ["teller-1", "welcome-policy", "payroll", "atm-17"]
+    assert [e["actor"] for e in entries] == ["teller-1", "reactor:welcome_bonus", "payroll", "atm-17"]
     assert entries[0]["correlation_id"] == entries[1]["correlation_id"] == backend.correlation_id
     assert entries[0]["position"] < entries[3]["position"]
     assert set(entries[0]) >= {"revision", "position", "recorded_at", "type", "actor", "correlation_id"}
@@ -84,7 +84,7 @@ def test_export_of_a_stream_as_csv_to_a_file_and_of_all_as_jsonl_to_stdout(
 def test_trace_shows_the_opening_and_the_policy_deposit_it_caused(backend: Backend) -> None:
     steps = json.loads(ok(escqrs("audit", "trace", backend.correlation_id, "--json", env=backend.env())))
     assert [(s["type"], s["depth"]) for s in steps] == [("AccountOpened", 0), ("MoneyDeposited", 1)]
-    assert steps[1]["actor"] == "welcome-policy"
+    assert steps[1]["actor"] == "reactor:welcome_bonus"
 
     table = ok(escqrs("audit", "trace", backend.correlation_id, env=backend.env()))
     assert "└ MoneyDeposited" in table

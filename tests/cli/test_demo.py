@@ -20,7 +20,12 @@ def test_demo_runs_the_bank_end_to_end_on_a_temporary_store_and_leaves_nothing_b
     assert "delivered again: nothing written" in out
     assert "account_list blue/green: generation 2 is live" in out
     assert "in 1205.00, out 300.00, 3 movements, balance 905.00" in out  # from the read models
-    assert "└ MoneyDeposited" in out  # the trace shows the policy's deposit one level down
+    assert "└ MoneyDeposited" in out  # the trace shows the reactor's deposit one level down
+    assert "reactor:welcome_bonus" in out
+    assert "5. Transfers are a process manager" in out
+    assert "│ completed   │" in out
+    assert "compensated │ Account 'grace' is closed." in out
+    assert "└ ProcessCommandRefused" in out  # the saga's chain, from the request to the refund
     assert list(tmp_path.iterdir()) == []
 
 
@@ -36,5 +41,5 @@ def test_demo_on_a_named_store_can_be_run_again(tmp_path: Path) -> None:
         names = {e.stream for e in opened.read_all(filter=EventFilter.for_event_types(["AccountOpened"]))}
     finally:
         opened.close()
-    assert len(names) == 4
-    assert {"Account-ada", "Account-grace"} < names
+    assert len(names) == 8
+    assert {"Account-ada", "Account-grace", "Account-alan", "Account-lin"} < names

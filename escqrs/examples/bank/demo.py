@@ -1,15 +1,17 @@
-"""The bank end to end, as ``escqrs demo`` shows it: commands, projections, queries, an audit.
+"""The bank end to end, as ``escqrs demo`` shows it: commands, projections, queries, an audit, transfers.
 
 :func:`run` is the bank's demo (see :data:`escqrs.examples.bank.app.bank`). It dispatches commands
-through the command bus, including a refused withdrawal, a redelivered command and a policy
-that reacts to an event with a follow-up command in the same correlation; runs the
-application's projections until they have caught up; answers queries from the read side; and
-replays the audit trail of one account.
+through the command bus, including a refused withdrawal, a redelivered command and a reactor
+(the welcome bonus) that reacts to an event with a follow-up command in the same correlation;
+runs the application's projections until they have caught up; answers queries from the read
+side; replays the audit trail of one account; and runs the transfer process manager over two
+transfers, one that completes and one whose target refuses, which is compensated.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from decimal import Decimal
 
 from rich.markup import escape
@@ -17,16 +19,18 @@ from rich.table import Table
 
 from escqrs import DemoContext
 from escqrs.examples.bank import handlers, read_models
-from escqrs.examples.bank.commands import CloseAccount, Deposit, OpenAccount, Withdraw
+from escqrs.examples.bank.commands import CloseAccount, Deposit, OpenAccount, TransferMoney, Withdraw
 from escqrs.examples.bank.queries import ListAccounts
 from escqrs.examples.bank.read_models import AccountList
+from escqrs.examples.bank.transfers import Transfer, TransferProcess, WelcomeBonus
 from eventsourcing_cqrs import AuditTrail, Command, CommandBus, DomainError, QueryBus
-from projections import ProjectionRunner, projection_status, rebuild
+from eventsourcing_cqrs.reactions import ProcessEngine
+from projections import ProjectionRunner, ReactorRunner, projection_status, rebuild
 
 __all__ = ["run"]
 
-#: What the welcome policy pays into every new account.
-WELCOME_BONUS = Decimal("5.00")
+#: How long the demo waits for its transfers to finish before it says they did not.
+_TRANSFERS_TIMEOUT = 30.0
 
 
 def _describe(command: Command) -> str:
@@ -67,17 +71,18 @@ def run(context: DemoContext) -> None:
             f"{result.stream} v{result.version} at position {result.position}{note}"
         )
 
+    # The welcome bonus is a reactor: it follows $all and reacts to AccountOpened with a Deposit,
+    # in the opening's correlation (see it in the trace below). A reactor that never ran starts
+    # from now, so this first run only records where "now" is.
+    welcome = ReactorRunner(WelcomeBonus(), events, context.read_models, bus=bus)
+    welcome.run(until_caught_up=True)
     opening = OpenAccount(account_id=ada, owner="Ada Lovelace")
     dispatch(opening, "teller-1")
-    # A policy reacts to the AccountOpened event with a follow-up command: same correlation,
-    # caused by the event (see it in the trace below).
-    opened = next(events.read_stream(accounts.stream_name(ada), limit=1))
-    bonus = bus.dispatch(
-        Deposit(account_id=ada, amount=WELCOME_BONUS), actor="welcome-policy", caused_by=opened
-    )
+    welcome.run(until_caught_up=True)
+    bonus = next(iter(events.read_stream(accounts.stream_name(ada), from_revision=1, limit=1)))
     console.print(
-        f"  [green]✓[/green] welcome policy, reacting to AccountOpened: Deposit {WELCOME_BONUS} → "
-        f"{bonus.stream} v{bonus.version} (correlation {bonus.correlation_id})"
+        f"  [green]✓[/green] reactor welcome_bonus, reacting to AccountOpened: Deposit {WelcomeBonus.bonus} "
+        f"→ {bonus.stream} v{bonus.revision} (correlation {opening.command_id})"
     )
     salary = Deposit(account_id=ada, amount=Decimal("1200.00"))
     dispatch(salary, "payroll")
@@ -144,11 +149,67 @@ def run(context: DemoContext) -> None:
     last = audit.state(stream).version
     context.diff(audit.diff(stream, 1, last))
     context.trace(
-        f"escqrs audit trace {bonus.correlation_id}  (the opening and what it caused)",
-        audit.trace(bonus.correlation_id),
+        f"escqrs audit trace {opening.command_id}  (the opening and what it caused)",
+        audit.trace(str(opening.command_id)),
+    )
+
+    context.heading("5. Transfers are a process manager: one completes, one is compensated")
+    alan, lin = f"alan{suffix}", f"lin{suffix}"
+    dispatch(OpenAccount(account_id=alan, owner="Alan Turing"), "teller-3")
+    dispatch(OpenAccount(account_id=lin, owner="Lin Lanying"), "teller-3")
+    dispatch(Deposit(account_id=lin, amount=Decimal("250.00")), "teller-3")
+    transfers = ReactorRunner(TransferProcess(), events, context.read_models, bus=bus, batch_delay=0.005)
+    transfers.run(until_caught_up=True)  # its first run: it starts from now
+    sent = TransferMoney(transfer_id=f"t1{suffix}", source=lin, target=alan, amount=Decimal("100.00"))
+    bounced = TransferMoney(transfer_id=f"t2{suffix}", source=lin, target=grace, amount=Decimal("50.00"))
+    dispatch(sent, "lin")
+    dispatch(bounced, "lin")  # grace's account is closed: the deposit will be refused
+    engine = transfers.engine
+    assert isinstance(engine, ProcessEngine)
+    finished = _run_until_finished(transfers, engine, [sent.transfer_id, bounced.transfer_id])
+    table = Table(title="the transfers (stream Transfer-{id})", title_justify="left", header_style="bold")
+    for column in ("transfer", "from", "to", "amount", "status", "why"):
+        table.add_column(column, justify="right" if column == "amount" else "left")
+    for transfer in finished:
+        table.add_row(
+            transfer.id,
+            transfer.source,
+            transfer.target,
+            str(transfer.amount),
+            transfer.status,
+            escape(transfer.reason or ""),
+        )
+    console.print(table)
+    for projection in context.app.build_projections():  # the read models catch up with the transfers
+        ProjectionRunner(projection, events, context.read_models).run(until_caught_up=True)
+    refunded = f"Transfer-{bounced.transfer_id}"
+    context.history(f"escqrs audit history {refunded}", audit.history(refunded))
+    context.trace(
+        f"escqrs audit trace {bounced.command_id}  (the request, the saga's decisions, the refund)",
+        audit.trace(str(bounced.command_id)),
     )
     console.print()
     console.print(
         "Try it on your own store: [bold]escqrs demo --store sqlite:///bank.db[/bold], then "
         f"[bold]escqrs audit history {stream} --store sqlite:///bank.db[/bold]."
     )
+
+
+def _run_until_finished(runner: ReactorRunner, engine: ProcessEngine, keys: list[str]) -> list[Transfer]:
+    """Run the transfer process until every transfer in ``keys`` has finished; their final states."""
+    runner.start()
+    deadline = time.monotonic() + _TRANSFERS_TIMEOUT
+    try:
+        while True:
+            loaded = [engine.load(key) for key in keys]
+            states = [state for state in loaded if isinstance(state, Transfer)]
+            if len(states) == len(keys) and all(state.finished for state in states):
+                return states
+            if runner.error is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the transfers did not finish within {_TRANSFERS_TIMEOUT} s"
+                ) from runner.error
+            time.sleep(0.02)
+    finally:
+        runner.stop()
+        runner.join(10)
