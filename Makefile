@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 ES_VENV  ?= .venv-es93
 ES_STAMP := $(ES_VENV)/.installed
 
-.PHONY: demo test check lint imports typecheck wheel-check format bench bench-full bench-esdb clean
+.PHONY: demo test check lint imports typecheck wheel-check format bench bench-full bench-esdb bench-reactors clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 2; }
@@ -71,6 +71,11 @@ $(ES_STAMP):
 ## (7-10 minutes on a 2-core VM; ESDB_BENCH_ARGS=--quick for a one-minute smoke run)
 bench-esdb: $(STAMP) $(ES_STAMP)
 	$(BIN)/python benchmarks/esdb_compare.py --es-python $(ES_VENV)/bin/python $(ESDB_BENCH_ARGS)
+
+## bench-reactors: reactor and process-manager throughput beside the projection rebuild, on SQLite
+## and the EventStoreDB test server (about two minutes; REACTORS_BENCH_ARGS=--quick for a smoke run)
+bench-reactors: $(STAMP)
+	$(BIN)/python benchmarks/reactors.py $(REACTORS_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(ES_VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -32,7 +32,7 @@ from pathlib import Path
 from _common import measure_here, quiet_logs, run_child
 
 from escqrs.examples.bank.read_models import AccountDetail, AccountList, DailyTransactions
-from eventsourcing_cqrs.event_store import NewEvent, StreamState
+from eventsourcing_cqrs.event_store import EventStore, NewEvent, StreamState
 from eventsourcing_cqrs.event_store.sqlite import SQLiteEventStore
 from projections import rebuild
 from projections.read_model_store import ReadModelStore, SQLiteReadModelStore
@@ -48,35 +48,41 @@ def seed(path: Path, count: int) -> float:
     started = time.perf_counter()
     store = SQLiteEventStore(path, durable=False)
     try:
-        written = 0
-        account = 0
-        while written < count:
-            account_id = f"{account:07d}"
-            stream = f"Account-{account_id}"
-            size = min(EVENTS_PER_ACCOUNT, count - written)
-            balance = Decimal(0)
-            batch = [
-                NewEvent(
-                    "AccountOpened",
-                    json.dumps({"account_id": account_id, "owner": f"owner {account % 997}"}).encode(),
-                )
-            ]
-            for n in range(1, size):
-                if n % 3 == 2 and balance >= 5:
-                    balance -= Decimal("5.00")
-                    kind, amount = "MoneyWithdrawn", "5.00"
-                else:
-                    balance += Decimal("12.50")
-                    kind, amount = "MoneyDeposited", "12.50"
-                payload = {"account_id": account_id, "amount": amount, "balance": str(balance)}
-                batch.append(NewEvent(kind, json.dumps(payload).encode()))
-            for start in range(0, len(batch), CHUNK):
-                store.append(stream, batch[start : start + CHUNK], expected_version=StreamState.ANY)
-            written += size
-            account += 1
+        seed_events(store, count)
     finally:
         store.close()
     return time.perf_counter() - started
+
+
+def seed_events(store: EventStore, count: int) -> None:
+    """Append ``count`` bank events to ``store``: accounts of 100 events (opened, then deposits and
+    withdrawals), in appends of up to 100 events. ``reactors.py`` seeds its rebuild row with it."""
+    written = 0
+    account = 0
+    while written < count:
+        account_id = f"{account:07d}"
+        stream = f"Account-{account_id}"
+        size = min(EVENTS_PER_ACCOUNT, count - written)
+        balance = Decimal(0)
+        batch = [
+            NewEvent(
+                "AccountOpened",
+                json.dumps({"account_id": account_id, "owner": f"owner {account % 997}"}).encode(),
+            )
+        ]
+        for n in range(1, size):
+            if n % 3 == 2 and balance >= 5:
+                balance -= Decimal("5.00")
+                kind, amount = "MoneyWithdrawn", "5.00"
+            else:
+                balance += Decimal("12.50")
+                kind, amount = "MoneyDeposited", "12.50"
+            payload = {"account_id": account_id, "amount": amount, "balance": str(balance)}
+            batch.append(NewEvent(kind, json.dumps(payload).encode()))
+        for start in range(0, len(batch), CHUNK):
+            store.append(stream, batch[start : start + CHUNK], expected_version=StreamState.ANY)
+        written += size
+        account += 1
 
 
 def child(args: argparse.Namespace) -> None:
