@@ -47,12 +47,12 @@ from eventsourcing_cqrs.errors import (
 from eventsourcing_cqrs.event_store import read_after
 from eventsourcing_cqrs.event_store.port import EventFilter, EventStore, RecordedEvent, validate_seconds
 from eventsourcing_cqrs.reactions import Clock, ProcessManager, Reactor, engine_for, system_clock
-from eventsourcing_cqrs.reactions.engine import ReactionEngine
+from eventsourcing_cqrs.reactions.engine import FireOutcome, ReactionEngine
 from projections._progress import ProgressCallback, RebuildReport
 from projections.errors import LeaseLostError, ProjectionError
 from projections.projection import Backoff, EventContext, FailurePolicy, Projection
 from projections.read_model_store.port import Generation, Lease, ReadModelStore, ReadModelWriter, TableSpec
-from projections.runner import _INFRASTRUCTURE_ERRORS, ProjectionRunner
+from projections.runner import _INFRASTRUCTURE_ERRORS, ProjectionRunner, RunOutcome
 
 __all__ = ["DEADLINES_TABLE", "ReactorRunner", "StartFrom", "reactions_projection"]
 
@@ -61,6 +61,9 @@ DEADLINES_TABLE = "deadlines"
 
 #: How many due deadlines one check fires at most (the rest wait for the next check).
 _FIRE_LIMIT = 100
+
+#: The most passes of ``run(until_caught_up=True)`` (each catches up with what the last caused).
+_MAX_PASSES = 100
 
 
 class StartFrom(enum.Enum):
@@ -194,6 +197,25 @@ class ReactorRunner(ProjectionRunner):
         """The engine that carries out each reaction."""
         return self._engine
 
+    def run(self, *, until_caught_up: bool = False, install_signal_handlers: bool = False) -> RunOutcome:
+        """Follow ``$all`` until :meth:`stop`, or with ``until_caught_up`` until nothing is left.
+
+        A reaction appends events the reactor may read itself (a process's next step, a fired
+        deadline), after the head it caught up with: ``until_caught_up`` therefore goes round
+        until a pass leaves the head of what it reads where it found it (at most 100 passes),
+        firing the deadlines due at the end of each.
+        """
+        if not until_caught_up:
+            return super().run(install_signal_handlers=install_signal_handlers)
+        outcome = RunOutcome.CAUGHT_UP
+        for _ in range(_MAX_PASSES):
+            head = self._events.head_position(self._filter)
+            self._next_deadline_check = 0.0  # each pass ends by firing what is due
+            outcome = super().run(until_caught_up=True, install_signal_handlers=install_signal_handlers)
+            if outcome is not RunOutcome.CAUGHT_UP or self._events.head_position(self._filter) == head:
+                return outcome
+        return outcome
+
     def rebuild(self, progress: ProgressCallback | None = None) -> RebuildReport | None:
         """Refused: a reactor has no read model to rebuild (see the module docstring)."""
         raise ProjectionError(
@@ -214,10 +236,10 @@ class ReactorRunner(ProjectionRunner):
             self._engine.forget()
         return acquired
 
-    def _react(self, lease: Lease, event: RecordedEvent) -> None:
+    def _react(self, lease: Lease, event: RecordedEvent, *, out_of_order: bool = False) -> None:
         if not lease.held:
             raise LeaseLostError(self._name, lease.role.value, lease.epoch, -1)
-        self._engine.react(event)
+        self._engine.react(event, out_of_order=out_of_order)
 
     def _fence(self, lease: Lease) -> None:
         """Make sure, through the store, that no other runner took the lease over (before effects)."""
@@ -227,17 +249,27 @@ class ReactorRunner(ProjectionRunner):
                 pass
 
     def _started(self, generation: Generation, lease: Lease) -> Generation:
-        if self._start_from is StartFrom.BEGINNING:
-            self._log.info("reactor.started", start_from="beginning")
-            return generation
-        head = self._events.head_position()
-        if head <= 0:
-            self._log.info("reactor.started", start_from="now", position=None)
-            return generation
+        # Either way a checkpoint is recorded (0 is before every event of every store), so that
+        # "no checkpoint" means "never started" (see ProjectionRunner._run_leased).
+        head = 0 if self._start_from is StartFrom.BEGINNING else self._events.head_position()
+        pending = 0
         with self._store.transaction(self._name, generation.number, lease=lease) as transaction:
-            pending = self._index_deadlines(transaction, head) if self._engine.has_deadlines else 0
-            transaction.set_checkpoint(head, 0)
-        self._log.info("reactor.started", start_from="now", position=head, pending_deadlines=pending)
+            if head > 0 and self._engine.has_deadlines:
+                pending = self._index_deadlines(transaction, head)
+            transaction.set_checkpoint(max(head, 0), 0)
+        settled = 0
+        if head > 0:
+            # Decisions its streams recorded and never dispatched (a process manager dropped and
+            # started again): they are its own, not history's, and their ids make them once.
+            for stream in self._engine.unsettled_streams(head):
+                settled += self._engine.settle(stream)
+        self._log.info(
+            "reactor.started",
+            start_from=self._start_from.value,
+            position=head,
+            pending_deadlines=pending,
+            commands_settled=settled,
+        )
         live = self._store.describe(self._name).live
         return generation if live is None else live
 
@@ -254,7 +286,7 @@ class ReactorRunner(ProjectionRunner):
         if not self._engine.has_deadlines or time.monotonic() < self._next_deadline_check:
             return
         self._next_deadline_check = time.monotonic() + self._deadline_check_interval
-        self.fire_due_deadlines()
+        self._fire_due(generation, lease)
 
     def fire_due_deadlines(self) -> int:
         """Fire the deadlines the clock has passed (the runner does this when idle); how many fired.
@@ -262,18 +294,22 @@ class ReactorRunner(ProjectionRunner):
         Each is recorded once whoever calls this and however often: its ``ProcessDeadlineFired``
         has an id fixed by the deadline and is appended at the instance's expected version, after
         checking, on the instance's stream, that the deadline is still pending. The runner calls
-        it under its lease; raises :class:`~projections.errors.ProjectionNotFoundError` before the
-        process manager's first run.
+        it under its lease whenever it is idle; call it yourself only to fire deadlines while no
+        runner runs (another process's runner then replays the instances it had kept). Raises
+        :class:`~projections.errors.ProjectionNotFoundError` before the process manager's first run.
         """
+        return self._fire_due(None, None)
+
+    def _fire_due(self, generation: Generation | None, lease: Lease | None) -> int:
         now = self._engine.now().timestamp()
         with self._store.read(self._name) as view:
             rows = view.table(DEADLINES_TABLE).find(order_by="due", limit=_FIRE_LIMIT)
-        fired = 0
+        fired, gone = 0, []
         for row in rows:
             if float(row["due"]) > now:
                 break
             try:
-                fired += self._engine.fire(str(row["stream"]), str(row["deadline_id"]))
+                outcome = self._engine.fire(str(row["stream"]), str(row["deadline_id"]))
             except self._infrastructure:
                 raise
             except Exception as exc:  # noqa: BLE001 - logged and tried again at the next check
@@ -283,4 +319,15 @@ class ReactorRunner(ProjectionRunner):
                     deadline=row["deadline"],
                     error=f"{type(exc).__name__}: {exc}",
                 )
+                continue
+            fired += outcome is FireOutcome.FIRED
+            if outcome is FireOutcome.GONE:
+                gone.append(str(row["deadline_id"]))
+        if gone and generation is not None and lease is not None:
+            # Deadlines no longer pending whose end the index has not seen (their stream was
+            # deleted, or the event that ended them was parked): out of the way of the others.
+            with self._store.transaction(self._name, generation.number, lease=lease) as transaction:
+                table = transaction.table(DEADLINES_TABLE)
+                for deadline_id in gone:
+                    table.delete(deadline_id)
         return fired

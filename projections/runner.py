@@ -456,14 +456,9 @@ class ProjectionRunner:
                     self._name, self._projection.version, self._projection.tables, lease=lease
                 )
                 live = self._started(live, lease)
-            elif (
-                live.checkpoint is None
-                and live.events_applied == 0
-                and record.state in (ProjectionState.NEW, ProjectionState.WAITING_FOR_LEASE)
-            ):
+            elif live.checkpoint is None and live.events_applied == 0:
                 # A first run that died between creating its generation and recording where it
-                # starts (a reactor starting from now): nothing was followed yet, start it now.
-                # (A first run on an empty store followed it: its state says so.)
+                # starts (a reactor records a checkpoint at once): nothing was followed yet.
                 live = self._started(live, lease)
             outcome = self._follow(live, lease, stop_when_caught_up=until_caught_up)
             if outcome is _Follow.GENERATION_CHANGED:
@@ -603,7 +598,7 @@ class ProjectionRunner:
                     elif item is None:
                         if policy.nothing_waiting():
                             flush()
-                        if not building:
+                        if not building and policy.live:
                             self._idle(generation, lease)
                         if not building and time.monotonic() >= next_retry_check:
                             next_retry_check = time.monotonic() + self._retry_check_interval
@@ -629,6 +624,8 @@ class ProjectionRunner:
                             if not building:
                                 self._store.set_state(self._name, ProjectionState.LIVE)
                         if stop_when_caught_up:
+                            if not building:
+                                self._idle(generation, lease)  # a run to catch up ends idle
                             return _Follow.CAUGHT_UP
         except GenerationChangedError:
             return _Follow.GENERATION_CHANGED
@@ -778,7 +775,8 @@ class ProjectionRunner:
             log = self._log.bind(position=event.position, event_type=event.event_type, stream=event.stream)
             try:
                 if self._reacts:
-                    self._react(lease, event.to_recorded())
+                    # Later events went on while it was parked: it is not in $all order now.
+                    self._react(lease, event.to_recorded(), out_of_order=True)
                 with self._store.transaction(self._name, generation.number, lease=lease) as transaction:
                     self._projection.apply(event.to_recorded(), transaction)
                     transaction.unpark(event.position)
@@ -805,8 +803,11 @@ class ProjectionRunner:
         except Exception as exc:
             raise _EventFailed(index, exc) from exc
 
-    def _react(self, lease: Lease, event: RecordedEvent) -> None:
-        """Carry out ``event``'s effects outside the read model (nothing for a projection)."""
+    def _react(self, lease: Lease, event: RecordedEvent, *, out_of_order: bool = False) -> None:
+        """Carry out ``event``'s effects outside the read model (nothing for a projection).
+
+        ``out_of_order`` when later events may have been reacted to already (a parked event).
+        """
 
     def _started(self, generation: Generation, lease: Lease) -> Generation:
         """Called once when the first generation was just created; the generation to follow."""

@@ -13,7 +13,13 @@ runner's guarantees (batches, a lease per name, retries, stop or park, status). 
 """
 
 from eventsourcing_cqrs.reactions._clock import Clock, system_clock
-from eventsourcing_cqrs.reactions.engine import ProcessEngine, ReactionEngine, ReactorEngine, engine_for
+from eventsourcing_cqrs.reactions.engine import (
+    FireOutcome,
+    ProcessEngine,
+    ReactionEngine,
+    ReactorEngine,
+    engine_for,
+)
 from eventsourcing_cqrs.reactions.process import (
     CommandRefusal,
     Deadline,
@@ -41,6 +47,7 @@ __all__ = [
     "Clock",
     "CommandRefusal",
     "Deadline",
+    "FireOutcome",
     "Process",
     "ProcessCommandIssued",
     "ProcessCommandRefused",

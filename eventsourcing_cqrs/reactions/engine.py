@@ -28,6 +28,7 @@ retries the event and then stops or parks it.
 
 from __future__ import annotations
 
+import enum
 import json
 import uuid
 from collections import OrderedDict
@@ -41,7 +42,9 @@ import structlog
 
 from eventsourcing_cqrs.bus import CommandBus, CommandResult
 from eventsourcing_cqrs.errors import DomainError, HandlerNotFoundError, StreamNotFoundError
+from eventsourcing_cqrs.event_store._reading import read_after
 from eventsourcing_cqrs.event_store.port import (
+    CAUSATION_ID_KEY,
     CORRELATION_ID_KEY,
     EventFilter,
     EventStore,
@@ -66,6 +69,7 @@ from eventsourcing_cqrs.reactions.reactor import Reactor, reaction_command_id
 __all__ = [
     "TRIGGER_POSITION_KEY",
     "DeadlineChange",
+    "FireOutcome",
     "ProcessEngine",
     "ReactionEngine",
     "ReactorEngine",
@@ -95,12 +99,29 @@ def _correlation(recorded: RecordedEvent) -> str:
     return found if isinstance(found, str) and found else str(recorded.id)
 
 
-def _trigger_position(recorded: RecordedEvent) -> int | None:
+def _trigger_of(recorded: RecordedEvent) -> tuple[int | None, str | None]:
+    """The position and id of the event a process decision was taken on (``None`` if it is not one)."""
     try:
-        found = json.loads(recorded.metadata).get(TRIGGER_POSITION_KEY) if recorded.metadata else None
-    except (ValueError, AttributeError):
-        return None
-    return found if isinstance(found, int) and not isinstance(found, bool) else None
+        metadata = json.loads(recorded.metadata) if recorded.metadata else {}
+    except ValueError:
+        return None, None
+    if not isinstance(metadata, dict):
+        return None, None
+    position, cause = metadata.get(TRIGGER_POSITION_KEY), metadata.get(CAUSATION_ID_KEY)
+    if not isinstance(position, int) or isinstance(position, bool):
+        return None, None
+    return position, cause if isinstance(cause, str) else None
+
+
+class FireOutcome(enum.Enum):
+    """What :meth:`ReactionEngine.fire` found."""
+
+    #: Recorded now (``ProcessDeadlineFired`` appended).
+    FIRED = "fired"
+    #: Still pending, not due yet by the engine's clock.
+    NOT_DUE = "not_due"
+    #: Not pending any more (fired, cancelled, finished, or its stream is gone).
+    GONE = "gone"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,17 +153,30 @@ class ReactionEngine:
         """The event types its subscription reads."""
         raise NotImplementedError
 
-    def react(self, recorded: RecordedEvent) -> int:
-        """Carry out the reaction to ``recorded``, effectively once; how many commands were dispatched."""
+    def react(self, recorded: RecordedEvent, *, out_of_order: bool = False) -> int:
+        """Carry out the reaction to ``recorded``, effectively once; how many commands were dispatched.
+
+        ``out_of_order`` says that later events may have been reacted to already (a parked
+        event being retried): a process instance then checks that this very event was not
+        decided on, rather than relying on the order of ``$all``.
+        """
         raise NotImplementedError
 
     def deadline_change(self, recorded: RecordedEvent) -> DeadlineChange | None:
         """How ``recorded`` changes the pending deadlines (``None``: it does not)."""
         return None
 
-    def fire(self, stream: str, deadline_id: str) -> bool:
-        """Record that a due deadline fired, once; whether this call recorded it."""
-        return False
+    def fire(self, stream: str, deadline_id: str) -> FireOutcome:
+        """Record that a due deadline fired, once (see :class:`FireOutcome`)."""
+        return FireOutcome.GONE
+
+    def unsettled_streams(self, up_to: int) -> list[str]:
+        """Streams whose recorded commands (up to position ``up_to``) have no outcome yet."""
+        return []
+
+    def settle(self, stream: str) -> int:
+        """Dispatch what ``stream``'s instance recorded and did not settle; how many commands."""
+        return 0
 
     def now(self) -> datetime:
         """The engine's clock."""
@@ -176,7 +210,8 @@ class ReactorEngine(ReactionEngine):
     def now(self) -> datetime:
         return check_now(self._clock())
 
-    def react(self, recorded: RecordedEvent) -> int:
+    def react(self, recorded: RecordedEvent, *, out_of_order: bool = False) -> int:
+        del out_of_order  # a reactor has no state: every delivery is decided the same way
         commands = self._reactor.decide(recorded, self.now())
         if not commands:
             return 0
@@ -214,6 +249,8 @@ class _Loaded:
     instance: Process[Any]
     #: The last trigger position its decisions name (``None``: it decided nothing yet).
     decided_upto: int | None = None
+    #: The ids of the events it decided on (their decisions' ``$causationId``).
+    triggers: set[str] = field(default_factory=set)
     #: The stored decision of each command and deadline, the cause of what follows from it.
     issued: dict[uuid.UUID, RecordedEvent] = field(default_factory=dict)
     scheduled: dict[uuid.UUID, RecordedEvent] = field(default_factory=dict)
@@ -302,14 +339,17 @@ class ProcessEngine(ReactionEngine):
                 loaded.issued[event.command_id] = recorded
             elif isinstance(event, ProcessDeadlineScheduled):
                 loaded.scheduled[event.deadline_id] = recorded
-            position = _trigger_position(recorded)
-            if position is not None and (loaded.decided_upto is None or position > loaded.decided_upto):
-                loaded.decided_upto = position
+            position, trigger = _trigger_of(recorded)
+            if position is not None:
+                if loaded.decided_upto is None or position > loaded.decided_upto:
+                    loaded.decided_upto = position
+                if trigger is not None:
+                    loaded.triggers.add(trigger)
         return loaded
 
     # -- reacting -----------------------------------------------------------------------------
 
-    def react(self, recorded: RecordedEvent) -> int:
+    def react(self, recorded: RecordedEvent, *, out_of_order: bool = False) -> int:
         route = self._manager.route(recorded)
         if route is None:
             return 0
@@ -320,7 +360,12 @@ class ProcessEngine(ReactionEngine):
                     "process.event_ignored", stream=stream, event_type=recorded.type, reason="no instance"
                 )
                 return 0
-            decided = loaded.decided_upto is not None and recorded.position <= loaded.decided_upto
+            if out_of_order:
+                decided = str(recorded.id) in loaded.triggers
+            else:
+                # In $all order, an event at or before the last one decided on was seen (and
+                # either decided on, or ignored by the same state as now).
+                decided = loaded.decided_upto is not None and recorded.position <= loaded.decided_upto
             if not decided and not loaded.instance.finished:
                 self._decide(loaded, stream, route, recorded)
             return self._flush(loaded, stream)
@@ -343,7 +388,9 @@ class ProcessEngine(ReactionEngine):
             **{TRIGGER_POSITION_KEY: trigger.position},
         )
         new = [
-            self._registry.encode(event, metadata, event_id=uuid.uuid5(trigger.id, f"{self.name}/{index}"))
+            self._registry.encode(
+                event, metadata, event_id=uuid.uuid5(trigger.id, f"{self.name}/event/{index}")
+            )
             for index, event in enumerate(pending)
         ]
         result = self._append(stream, instance.version, new)
@@ -354,7 +401,9 @@ class ProcessEngine(ReactionEngine):
                 loaded.issued[event.command_id] = _as_recorded(stored, stream, first + index, now)
             elif isinstance(event, ProcessDeadlineScheduled):
                 loaded.scheduled[event.deadline_id] = _as_recorded(stored, stream, first + index, now)
-        loaded.decided_upto = trigger.position
+        if loaded.decided_upto is None or trigger.position > loaded.decided_upto:
+            loaded.decided_upto = trigger.position
+        loaded.triggers.add(str(trigger.id))
         self._log.info(
             "process.decided",
             stream=stream,
@@ -436,6 +485,36 @@ class ProcessEngine(ReactionEngine):
             instance.when(outcome)
         instance._saved(revision)
 
+    def unsettled_streams(self, up_to: int) -> list[str]:
+        # Only the bookkeeping of commands, filtered by the store: what a start from now needs.
+        which = EventFilter.for_event_types(
+            [
+                ProcessCommandIssued.event_type,
+                ProcessCommandSucceeded.event_type,
+                ProcessCommandRefused.event_type,
+            ]
+        )
+        waiting: dict[str, set[uuid.UUID]] = {}
+        for recorded in read_after(self._store, None, filter=which):
+            if recorded.position > up_to:
+                break
+            if self._manager.owns(recorded) is None:
+                continue
+            event = self._registry.decode(recorded)
+            ids = waiting.setdefault(recorded.stream, set())
+            if isinstance(event, ProcessCommandIssued):
+                ids.add(event.command_id)
+            elif isinstance(event, ProcessCommandSucceeded | ProcessCommandRefused):
+                ids.discard(event.command_id)
+        return [stream for stream, ids in waiting.items() if ids]
+
+    def settle(self, stream: str) -> int:
+        key = self._manager.owns_stream(stream)
+        if key is None:
+            return 0
+        with self._instance(stream, key, create=False) as loaded:
+            return 0 if loaded is None else self._flush(loaded, stream)
+
     # -- deadlines ----------------------------------------------------------------------------
 
     def deadline_change(self, recorded: RecordedEvent) -> DeadlineChange | None:
@@ -449,19 +528,21 @@ class ProcessEngine(ReactionEngine):
         assert isinstance(event, ProcessDeadlineCancelled | ProcessDeadlineFired)
         return DeadlineChange(str(event.deadline_id), recorded.stream, event.deadline, None)
 
-    def fire(self, stream: str, deadline_id: str) -> bool:
+    def fire(self, stream: str, deadline_id: str) -> FireOutcome:
         key = self._manager.owns_stream(stream)
         if key is None:
-            return False
+            return FireOutcome.GONE
         with self._instance(stream, key, create=False) as loaded:
-            return loaded is not None and self._fire(loaded, stream, deadline_id)
+            return FireOutcome.GONE if loaded is None else self._fire(loaded, stream, deadline_id)
 
-    def _fire(self, loaded: _Loaded, stream: str, deadline_id: str) -> bool:
+    def _fire(self, loaded: _Loaded, stream: str, deadline_id: str) -> FireOutcome:
         instance = loaded.instance
         wanted = uuid.UUID(deadline_id)
         scheduled = next((s for s in instance._deadlines.values() if s.deadline_id == wanted), None)
-        if scheduled is None or instance.finished or scheduled.due_at > self.now():
-            return False
+        if scheduled is None or instance.finished:
+            return FireOutcome.GONE
+        if scheduled.due_at > self.now():
+            return FireOutcome.NOT_DUE
         cause = loaded.scheduled[wanted]
         fired = ProcessDeadlineFired(deadline_id=wanted, deadline=scheduled.deadline, due_at=scheduled.due_at)
         metadata = Metadata(correlation_id=_correlation(cause), causation_id=str(cause.id), actor=self._actor)
@@ -470,7 +551,7 @@ class ProcessEngine(ReactionEngine):
         instance.when(fired)
         instance._saved(revision)
         self._log.info("process.deadline_fired", stream=stream, deadline=scheduled.deadline)
-        return True
+        return FireOutcome.FIRED
 
 
 def _as_recorded(event: NewEvent, stream: str, revision: int, now: datetime) -> RecordedEvent:

@@ -489,7 +489,11 @@ class ProcessManager(Generic[P]):
     def start(
         self, event_class: type[T], key: Callable[[T], str | None], handler: Callable[[T, P], object]
     ) -> None:
-        """Events of ``event_class`` start instance ``key(event)`` if it does not exist, and feed it."""
+        """Events of ``event_class`` start instance ``key(event)`` if it does not exist, and feed it.
+
+        The instance exists once its handler recorded something (an event, a command, a
+        deadline): a handler that decides nothing leaves no instance behind.
+        """
         self._add(event_class, key, handler, starts=True)
 
     def on(

@@ -14,8 +14,12 @@ A reactor maps event types to handlers that return the commands to dispatch::
                 return []
             return [FlagAccount(account_id=event.account_id, reason="large deposit")]
 
-A handler returns a command, a sequence of commands, or ``None``; it must decide from the event
-alone (and ``context``), because a redelivered event is decided again. It never dispatches
+A handler returns a command, a sequence of commands, or ``None``, and must be **deterministic**:
+a redelivered event is decided again, and its commands are recognised by their ids (the event's
+id, the reactor's name, the command's index), so the same event must give the same commands in
+the same order. Decide from the event and ``context.recorded`` / ``context.metadata``; keep
+``context.now`` for what does not change the commands (a log line), or write a process manager,
+which records its decisions once. It never dispatches
 itself: the runner (:class:`projections.ReactorRunner`) dispatches what it returns through the
 :class:`~eventsourcing_cqrs.bus.CommandBus`, with
 
@@ -31,8 +35,9 @@ Nothing is dispatched for an event until every command it produced has a handler
 an event the registry cannot decode and a command nobody handles all leave that event
 undispatched until it is retried. A command the domain refuses (a
 :class:`~eventsourcing_cqrs.errors.DomainError`) is the domain's answer, not a failure: it is
-logged (``reaction.command_refused``) and the reactor goes on. When a refusal needs an answer,
-write a :class:`~eventsourcing_cqrs.reactions.process.ProcessManager`.
+logged (``reaction.command_refused``) and the reactor goes on; it is not recorded, so a
+redelivery tries that command again (and it may succeed then). When a refusal needs an answer,
+or must stand, write a :class:`~eventsourcing_cqrs.reactions.process.ProcessManager`.
 """
 
 from __future__ import annotations
@@ -114,7 +119,8 @@ class ReactionContext:
     def __init__(self, recorded: RecordedEvent, registry: EventRegistry, now: datetime) -> None:
         #: The triggering event as stored: stream, revision, position, recorded time.
         self.recorded = recorded
-        #: The runner's clock when the event is handled (timezone-aware, UTC).
+        #: The runner's clock when the event is handled (timezone-aware, UTC): not for deciding
+        #: which commands to return, which must be the same on every delivery.
         self.now = now
         self._registry = registry
         self._metadata: Metadata | None = None

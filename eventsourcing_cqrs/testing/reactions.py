@@ -340,8 +340,10 @@ class ProcessScenario(Generic[P]):
             self.manager.decide(instance, route, trigger_id=recorded.id, now=self.clock())
         except Exception as exc:  # noqa: BLE001 - kept in the outcome; then_raises judges it
             return ReactionOutcome(error=exc)
-        self._instances[route.key] = instance
         pending = instance.pending_events
+        if stored is None and not pending:
+            return ReactionOutcome()  # as in the runner: an instance exists once it recorded something
+        self._instances[route.key] = instance
         instance._saved(instance.version + len(pending))
         commands: list[Command] = []
         events: list[DomainEvent] = []

@@ -20,6 +20,7 @@ from eventsourcing_cqrs import Command, CommandBus, CommandContext, CommandResul
 from eventsourcing_cqrs.event_store import EventStore, connect
 from eventsourcing_cqrs.event_store.port import RecordedEvent
 from eventsourcing_cqrs.reactions import ProcessEngine
+from eventsourcing_cqrs.reactions.engine import FireOutcome
 from eventsourcing_cqrs.testing import FakeClock
 
 
@@ -164,3 +165,71 @@ def test_a_whole_transfer_delivered_twice_over_moves_the_money_once(events: Even
     assert metadata["$causationId"] == str(request.id)
     assert metadata["$correlationId"] == json.loads(request.metadata)["$correlationId"]
     assert metadata["triggerPosition"] == request.position
+
+
+def test_a_parked_trigger_retried_after_later_ones_is_decided_once(events: EventStore) -> None:
+    """Parking lets later events of the instance go on; the retried one is known by its id."""
+    bus = _bank(events, CrashOnce())
+    clock = FakeClock()
+    engine = ProcessEngine(TransferProcess(), events, bus, clock=clock)
+    start = events.head_position()
+    bus.dispatch(TransferMoney(transfer_id="t1", source="a", target="b", amount=Decimal(30)))
+    (request,) = [r for r in events.read_all(from_position=start) if r.type == "TransferRequested"]
+    engine.react(request)
+    (withdrawn,) = [r for r in events.read_all(from_position=request.position) if r.type == "MoneyWithdrawn"]
+    # The withdrawal is parked; meanwhile the deadline passes and fires, later in $all.
+    clock.advance(TransferProcess.timeout)
+    (scheduled,) = [r for r in events.read_stream("Transfer-t1") if r.type == "ProcessDeadlineScheduled"]
+    assert engine.fire("Transfer-t1", json.loads(scheduled.data)["deadline_id"]) is FireOutcome.FIRED
+    fired = list(events.read_stream("Transfer-t1"))[-1]
+    engine.react(fired)
+    head = events.head_position()
+    engine.react(withdrawn)  # in $all order it would count as seen: nothing
+    assert events.head_position() == head
+
+    engine.react(withdrawn, out_of_order=True)  # the parked event retried: decided now
+    transfer = engine.load("t1")
+    assert isinstance(transfer, Transfer)
+    assert (transfer.status, transfer.timed_out) == ("compensating", True)  # a late debit: refunded
+    head = events.head_position()
+    engine.react(withdrawn, out_of_order=True)  # retried again: recognised, nothing more
+    assert events.head_position() == head
+
+
+def test_a_refused_refund_finishes_the_transfer_with_the_money_on_record(events: EventStore) -> None:
+    bus = _bank(events, CrashOnce())
+    engine = ProcessEngine(TransferProcess(), events, bus, clock=FakeClock())
+    bus.dispatch(OpenAccount(account_id="all_in", owner="A"))
+    bus.dispatch(Deposit(account_id="all_in", amount=Decimal(10)))
+    start = events.head_position()
+    bus.dispatch(TransferMoney(transfer_id="t9", source="all_in", target="shut", amount=Decimal(10)))
+    position = _deliver_all(engine, events, start)  # withdrawn; the credit is refused
+    bus.dispatch(CloseAccount(account_id="all_in"))  # emptied by the withdrawal, then closed
+    for _ in range(4):
+        position = _deliver_all(engine, events, position)
+    transfer = engine.load("t9")
+    assert isinstance(transfer, Transfer)
+    assert (transfer.status, transfer.outcome) == ("refund_refused", "refund refused")
+    assert transfer.reason == "Account 'all_in' is closed."
+
+
+def test_unsettled_decisions_are_found_and_dispatched_once(events: EventStore) -> None:
+    """What a process manager started from now does with decisions its streams never dispatched."""
+    crash = CrashOnce()
+    engine, request = _requested(events, crash)
+    crash.before = "Withdraw"
+    with pytest.raises(SimulatedCrashError):
+        engine.react(request)
+    head = events.head_position()
+    assert engine.unsettled_streams(head) == ["Transfer-t1"]
+    fresh = ProcessEngine(TransferProcess(), events, _bus_over(events), clock=FakeClock())
+    assert fresh.settle("Transfer-t1") == 1
+    assert fresh.settle("Transfer-t1") == 0
+    assert fresh.unsettled_streams(events.head_position()) == []
+    assert len([r for r in _account_events(events, "a") if r.type == "MoneyWithdrawn"]) == 1
+
+
+def _bus_over(events: EventStore) -> CommandBus:
+    bus = CommandBus()
+    register(bus, account_repository(events))
+    return bus

@@ -547,6 +547,25 @@ def test_a_deadline_that_passed_while_no_runner_ran_fires_when_one_starts(
     assert_reminded_once(stores.events, account)
 
 
+def test_a_run_until_caught_up_fires_the_deadlines_due_when_it_ends(stores: Stores, prefix: str) -> None:
+    """What a cron-style ``escqrs projections run --until-caught-up`` relies on."""
+    clock = FakeClock()
+    bus = bank_bus(stores.events)
+    account = f"{prefix}a"
+    stream = reminder_stream(account)
+    runner = runner_for(reminders(prefix), stores, bus, clock=clock, start_from=StartFrom.BEGINNING)
+    open_accounts(bus, [account])
+    runner.run(until_caught_up=True)  # goes round until what it caused is read too
+    assert len(pending_deadlines(stores.read_models)) == 1
+    assert count(stores.events, stream, "ProcessDeadlineFired") == 0
+    clock.advance(timedelta(minutes=30))
+    runner.run(until_caught_up=True)  # fires it at the end of a pass, then reacts to it
+    assert count(stores.events, stream, "ProcessDeadlineFired") == 1
+    assert "ProcessFinished" in types_in(stores.events, stream)
+    runner.run(until_caught_up=True)  # nothing more
+    assert_reminded_once(stores.events, account)
+
+
 # -- 4. two runner processes -------------------------------------------------------------------
 
 

@@ -302,3 +302,25 @@ def test_a_rescheduled_deadline_replaces_the_pending_one() -> None:
     reminders.advance(timedelta(minutes=9)).then_nothing()
     reminders.advance(timedelta(minutes=1)).then_sends(Poke(target="x"))
     reminders.advance(timedelta(hours=1)).then_nothing()  # fired once
+
+
+def test_a_start_event_that_decides_nothing_leaves_no_instance_as_in_the_runner() -> None:
+    class Picky(ProcessManager[Poking]):
+        name = "picky"
+        process = Poking
+        commands = (Poke,)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.start(Poked, key=lambda e: e.target, handler=self.poked)
+            self.on(Done, key=lambda e: "x", handler=lambda event, process: process.send(Poke(target="x")))
+
+        def poked(self, event: Poked, process: Poking) -> None:
+            if event.target != "x":
+                process.apply(Done())
+
+    picky = ProcessScenario(Picky())
+    picky.when(Poked(target="x")).then_nothing()  # decided nothing: no instance x
+    picky.when(Done()).then_nothing()  # so an event for x finds none
+    with pytest.raises(AssertionError, match="No instance 'x'"):
+        picky.instance("x")

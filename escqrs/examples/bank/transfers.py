@@ -11,7 +11,10 @@ A transfer is a saga over two ``Account`` aggregates, neither of which may chang
    nothing moved; if the target refuses the deposit (closed), it **compensates** by depositing
    the money back into the source, then the transfer is compensated;
 6. if the transfer is not done when ``timeout`` passes, it is marked timed out and takes no new
-   step: a withdrawal that arrives after that is refunded instead of credited.
+   step: a withdrawal that arrives after that is refunded instead of credited;
+7. if the refund is refused too (the source was emptied by the withdrawal, then closed), the
+   transfer finishes ``refund refused``: the money is held by the bank, on record in the
+   transfer's stream, for a person to settle.
 
 Every step is an event of the transfer's stream, so ``escqrs audit history Transfer-t1`` shows
 what was decided and why, and ``escqrs audit trace`` follows the chain from the request to the
@@ -56,6 +59,7 @@ __all__ = [
     "TransferEvent",
     "TransferFailed",
     "TransferProcess",
+    "TransferRefundRefused",
     "TransferStarted",
     "TransferTimedOut",
     "WelcomeBonus",
@@ -125,6 +129,15 @@ class TransferCompensated(DomainEvent):
     transfer_id: str
 
 
+class TransferRefundRefused(DomainEvent):
+    """The source refused its refund (it was closed meanwhile): the bank holds the money."""
+
+    event_type: ClassVar[str] = "TransferRefundRefused"
+
+    transfer_id: str
+    reason: str
+
+
 class TransferTimedOut(DomainEvent):
     """The transfer was not done in time; it takes no new step."""
 
@@ -141,6 +154,7 @@ TransferEvent = (
     | TransferFailed
     | TransferCompensating
     | TransferCompensated
+    | TransferRefundRefused
     | TransferTimedOut
 )
 
@@ -154,6 +168,7 @@ transfer_registry = EventRegistry(
         TransferFailed,
         TransferCompensating,
         TransferCompensated,
+        TransferRefundRefused,
         TransferTimedOut,
         *process_events,
     ]
@@ -181,7 +196,8 @@ class Transfer(Process[TransferEvent]):
         self.source = ""
         self.target = ""
         self.amount = Decimal(0)
-        #: debiting → crediting → completed; or failed; or compensating → compensated.
+        #: debiting → crediting → completed; or failed; or compensating → compensated (or
+        #: refund_refused).
         self.status = "new"
         self.timed_out = False
         self.reason: str | None = None
@@ -203,6 +219,8 @@ class Transfer(Process[TransferEvent]):
                 self.status, self.reason = "compensating", reason
             case TransferCompensated():
                 self.status = "compensated"
+            case TransferRefundRefused(reason=reason):
+                self.status, self.reason = "refund_refused", reason
             case TransferTimedOut():
                 self.timed_out = True
             case _:
@@ -272,9 +290,12 @@ class TransferProcess(ProcessManager[Transfer]):
             transfer.finish("failed")
 
     def deposit_refused(self, refusal: CommandRefusal, transfer: Transfer) -> None:
-        """The target refused: compensate by paying the source back."""
+        """The target refused: compensate by paying the source back. The refund refused: stop."""
         if transfer.status == "crediting":
             self._refund(transfer, refusal.reason)
+        elif transfer.status == "compensating":
+            transfer.apply(TransferRefundRefused(transfer_id=transfer.id, reason=refusal.reason))
+            transfer.finish("refund refused")
 
     def timed_out(self, deadline: Deadline, transfer: Transfer) -> None:
         """Out of time: take no new step (a withdrawal still arriving is refunded)."""
