@@ -229,7 +229,8 @@ class CommandMetrics:
 _cause: ContextVar[Cause | None] = ContextVar("eventsourcing_cqrs_cause", default=None)
 
 
-def _correlation_of(cause: Cause) -> str:
+def correlation_of(cause: Cause) -> str:
+    """The correlation id ``cause`` passes on: its ``$correlationId``, else its own id."""
     if isinstance(cause, EventEnvelope):
         return cause.metadata.correlation_id or str(cause.id)
     with contextlib.suppress(ValueError, AttributeError):
@@ -384,7 +385,7 @@ class CommandBus:
         if cause is None and parent is None:
             cause = _cause.get()
         if cause is not None:
-            correlation, causation = _correlation_of(cause), str(cause.id)
+            correlation, causation = correlation_of(cause), str(cause.id)
         elif parent is not None:
             correlation = parent.context.correlation_id
             causation = str(parent.context.command_id)

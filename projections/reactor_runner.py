@@ -225,9 +225,12 @@ class ReactorRunner(ProjectionRunner):
 
     # -- the hooks of ProjectionRunner ----------------------------------------------------------
 
-    def _react_all(self, lease: Lease, events: list[RecordedEvent]) -> None:
-        self._fence(lease)
-        super()._react_all(lease, events)
+    def _react_all(self, generation: Generation, lease: Lease, events: list[RecordedEvent]) -> None:
+        # Through the store, that no other runner took the lease over, before the batch's effects
+        # (an empty transaction checks the lease's epoch, as every commit does).
+        with self._store.transaction(self._name, generation.number, lease=lease):
+            pass
+        super()._react_all(generation, lease, events)
 
     def _acquire(self, lease: Lease, *, timeout: float | None = None) -> bool:
         acquired = super()._acquire(lease, timeout=timeout)
@@ -240,13 +243,6 @@ class ReactorRunner(ProjectionRunner):
         if not lease.held:
             raise LeaseLostError(self._name, lease.role.value, lease.epoch, -1)
         self._engine.react(event, out_of_order=out_of_order)
-
-    def _fence(self, lease: Lease) -> None:
-        """Make sure, through the store, that no other runner took the lease over (before effects)."""
-        live = self._store.describe(self._name).live
-        if live is not None:
-            with self._store.transaction(self._name, live.number, lease=lease):
-                pass
 
     def _started(self, generation: Generation, lease: Lease) -> Generation:
         # Either way a checkpoint is recorded (0 is before every event of every store), so that

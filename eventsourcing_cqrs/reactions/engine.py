@@ -40,12 +40,11 @@ from typing import Any
 
 import structlog
 
-from eventsourcing_cqrs.bus import CommandBus, CommandResult
+from eventsourcing_cqrs.bus import CommandBus, CommandResult, correlation_of
 from eventsourcing_cqrs.errors import DomainError, HandlerNotFoundError, StreamNotFoundError
 from eventsourcing_cqrs.event_store._reading import read_after
 from eventsourcing_cqrs.event_store.port import (
     CAUSATION_ID_KEY,
-    CORRELATION_ID_KEY,
     EventFilter,
     EventStore,
     NewEvent,
@@ -88,15 +87,6 @@ _DEADLINE_TYPES = frozenset(
         ProcessDeadlineFired.event_type,
     }
 )
-
-
-def _correlation(recorded: RecordedEvent) -> str:
-    """The correlation id an event passes on: its own ``$correlationId``, else its id."""
-    try:
-        found = json.loads(recorded.metadata).get(CORRELATION_ID_KEY) if recorded.metadata else None
-    except (ValueError, AttributeError):
-        found = None
-    return found if isinstance(found, str) and found else str(recorded.id)
 
 
 def _trigger_of(recorded: RecordedEvent) -> tuple[int | None, str | None]:
@@ -382,7 +372,7 @@ class ProcessEngine(ReactionEngine):
             if not self._bus.handles(self._manager.command_class(decision)):
                 raise HandlerNotFoundError(decision.command_type, "command")
         metadata = Metadata(
-            correlation_id=_correlation(trigger),
+            correlation_id=correlation_of(trigger),
             causation_id=str(trigger.id),
             actor=self._actor,
             **{TRIGGER_POSITION_KEY: trigger.position},
@@ -413,6 +403,10 @@ class ProcessEngine(ReactionEngine):
             events=len(new),
             commands=len(issued),
         )
+
+    def _caused_by(self, cause: RecordedEvent) -> Metadata:
+        """The metadata of what follows from a stored decision: its correlation, it as cause."""
+        return Metadata(correlation_id=correlation_of(cause), causation_id=str(cause.id), actor=self._actor)
 
     def _append(self, stream: str, version: int, events: list[NewEvent]) -> int:
         expected = version if version >= 0 else StreamState.NO_STREAM
@@ -474,9 +468,7 @@ class ProcessEngine(ReactionEngine):
         new = []
         for issued, outcome in outcomes:
             cause = loaded.issued[issued.command_id]
-            metadata = Metadata(
-                correlation_id=_correlation(cause), causation_id=str(cause.id), actor=self._actor
-            )
+            metadata = self._caused_by(cause)
             new.append(
                 self._registry.encode(outcome, metadata, event_id=uuid.uuid5(issued.command_id, "outcome"))
             )
@@ -545,7 +537,7 @@ class ProcessEngine(ReactionEngine):
             return FireOutcome.NOT_DUE
         cause = loaded.scheduled[wanted]
         fired = ProcessDeadlineFired(deadline_id=wanted, deadline=scheduled.deadline, due_at=scheduled.due_at)
-        metadata = Metadata(correlation_id=_correlation(cause), causation_id=str(cause.id), actor=self._actor)
+        metadata = self._caused_by(cause)
         event = self._registry.encode(fired, metadata, event_id=uuid.uuid5(wanted, "fired"))
         revision = self._append(stream, instance.version, [event])
         instance.when(fired)
