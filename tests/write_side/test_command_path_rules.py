@@ -51,7 +51,9 @@ def test_processes_redelivering_the_same_commands_with_snapshots_write_each_once
     bus = CommandBus()
     handlers.register(bus, accounts)
     bus.dispatch(OpenAccount(account_id="acc", owner="Ann"))
-    context = multiprocessing.get_context("fork")
+    # Spawned, not forked: this process may have gRPC loaded (earlier EventStoreDB tests), whose
+    # threads do not survive a fork and abort the child at a random moment.
+    context = multiprocessing.get_context("spawn")
     start = context.Barrier(PROCESSES)
     children = [context.Process(target=redeliver_all, args=(path, seed, start)) for seed in range(PROCESSES)]
     for child in children:
