@@ -39,23 +39,26 @@ from projections.errors import (
     UnsupportedOperationError,
     WaitTimeoutError,
 )
-from projections.projection import Backoff, EventContext, FailurePolicy, Projection
+from projections.projection import Backoff, EventContext, FailurePolicy, Projection, segment_of
 from projections.reactor_runner import ReactorRunner, StartFrom
 from projections.read_model_store.port import (
+    MAX_SEGMENTS,
     ParkedEvent,
     ProjectionState,
     ReadModelStore,
     ReadModelWriter,
     ReadView,
+    SegmentProgress,
     Table,
     TableReader,
     TableSpec,
 )
 from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner, RunOutcome
-from projections.status import ProjectionStatus, projection_status, wait_for
+from projections.status import ProjectionStatus, SegmentStatus, projection_status, wait_for
 
 __all__ = [
+    "MAX_SEGMENTS",
     "Backoff",
     "DocumentNotFoundError",
     "EventContext",
@@ -89,6 +92,8 @@ __all__ = [
     "RebuildReport",
     "RunOutcome",
     "RunnerAlreadyRunningError",
+    "SegmentProgress",
+    "SegmentStatus",
     "StartFrom",
     "Table",
     "TableReader",
@@ -98,5 +103,6 @@ __all__ = [
     "WaitTimeoutError",
     "projection_status",
     "rebuild",
+    "segment_of",
     "wait_for",
 ]

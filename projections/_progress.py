@@ -7,6 +7,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from projections.read_model_store.port import SegmentProgress
+
 __all__ = ["Progress", "ProgressCallback", "ProgressTracker", "RebuildReport"]
 
 
@@ -17,7 +19,9 @@ class Progress:
     ``done`` counts events applied to the new generation (across interrupted runs), ``total``
     is ``done`` plus the matching events still ahead of it when last counted (it grows if
     events keep arriving), ``rate`` is events per second over the last few seconds and
-    ``eta`` the seconds left at that rate (``None`` until there is a rate).
+    ``eta`` the seconds left at that rate (``None`` until there is a rate). For a segmented
+    projection, ``segments`` holds each segment's progress (``position`` is then the lowest
+    segment checkpoint).
     """
 
     projection: str
@@ -27,6 +31,7 @@ class Progress:
     rate: float
     eta: float | None
     position: int | None
+    segments: tuple[SegmentProgress, ...] = ()
 
     @property
     def fraction(self) -> float:
@@ -74,7 +79,9 @@ class ProgressTracker:
         self._samples: deque[tuple[float, int]] = deque([(self._started, done)])
         self.applied_now = 0
 
-    def advance(self, applied: int, position: int | None) -> Progress:
+    def advance(
+        self, applied: int, position: int | None, segments: tuple[SegmentProgress, ...] = ()
+    ) -> Progress:
         """Record ``applied`` more events and tell the callback."""
         self._done += applied
         self.applied_now += applied
@@ -87,7 +94,9 @@ class ProgressTracker:
         elapsed = now - first_time
         rate = (self._done - first_done) / elapsed if elapsed > 0 else 0.0
         eta = (self._total - self._done) / rate if rate > 0 else None
-        progress = Progress(self._projection, self._generation, self._done, self._total, rate, eta, position)
+        progress = Progress(
+            self._projection, self._generation, self._done, self._total, rate, eta, position, segments
+        )
         if self._callback is not None:
             self._callback(progress)
         return progress

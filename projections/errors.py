@@ -209,12 +209,14 @@ class RunnerAlreadyRunningError(ProjectionError, RuntimeError):
 
 
 class ParkedEventNotFoundError(ProjectionError, LookupError):
-    """No parked event of this projection is at this position."""
+    """No parked event of this projection is at this position (or under this sequencing key)."""
 
-    def __init__(self, projection: str, position: int) -> None:
+    def __init__(self, projection: str, position: int | None = None, *, key: str | None = None) -> None:
         self.projection = projection
         self.position = position
-        super().__init__(f"Projection {projection!r} has no parked event at position {position}.")
+        self.key = key
+        where = f"at position {position}" if key is None else f"under the key {key!r}"
+        super().__init__(f"Projection {projection!r} has no parked event {where}.")
 
 
 class ReadModelStoreError(ProjectionError):

@@ -23,11 +23,24 @@ model from the start of ``$all`` beside the live one (see :mod:`projections.rebu
 Handlers may only write through the :class:`~projections.read_model_store.port.ReadModelWriter` they are
 given, so that their writes commit with the checkpoint, and must be deterministic: a rebuild
 replays them over the same events.
+
+**Segments and order.** Events are applied in commit order per *sequencing key*
+(:meth:`Projection.sequencing_key`, the stream name by default). A projection with
+``segments = N`` (N > 1) is split into N segments by a hash of that key
+(:func:`segment_of`): each segment has its own checkpoint, lease and parked events, and any
+number of runner processes share the segments out (see :class:`~projections.runner.ProjectionRunner`).
+Events of one key always land in one segment, so their order holds across workers, takeovers
+and restarts; events of different keys may be applied in any order relative to each other.
+A segmented projection's handlers must therefore only write documents that belong to the
+event's key (or combine with writes of other keys commutatively): two segments write at the
+same time, and on PostgreSQL a read-modify-write of a document shared between keys would
+lose one of the updates. Changing ``segments`` rebuilds the read model, as a version bump does.
 """
 
 from __future__ import annotations
 
 import enum
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -37,9 +50,9 @@ from eventsourcing_cqrs.messages import DomainEvent, Metadata
 from eventsourcing_cqrs.serialization import EventRegistry
 from projections.errors import ProjectionDefinitionError
 from projections.read_model_store._names import validate_projection_name
-from projections.read_model_store.port import ReadModelWriter, Table, TableSpec
+from projections.read_model_store.port import MAX_SEGMENTS, ReadModelWriter, Table, TableSpec
 
-__all__ = ["Backoff", "EventContext", "FailurePolicy", "Projection"]
+__all__ = ["Backoff", "EventContext", "FailurePolicy", "Projection", "segment_of"]
 
 E = TypeVar("E", bound=DomainEvent)
 
@@ -105,6 +118,15 @@ class EventContext:
 _Dispatch = Callable[[RecordedEvent, EventContext], None]
 
 
+def segment_of(key: str, segments: int) -> int:
+    """The segment (``0 .. segments - 1``) that events of sequencing ``key`` belong to.
+
+    A CRC-32 of the key's UTF-8 bytes modulo ``segments``: the same in every process and
+    release (Python's ``hash`` is salted per process, so it would not do).
+    """
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % segments
+
+
 class Projection:
     """Base class of projections: set ``name``, ``version``, ``tables``; register handlers in ``__init__``.
 
@@ -120,6 +142,9 @@ class Projection:
         :attr:`FailurePolicy.STOP` (default) or :attr:`FailurePolicy.PARK`.
     ``backoff``
         How a failing event is retried before the policy applies.
+    ``segments``
+        How many segments share the work out (1, the default: one runner at a time); see the
+        module docstring. At most :data:`~projections.read_model_store.port.MAX_SEGMENTS`.
     ``registry``
         The :class:`~eventsourcing_cqrs.serialization.EventRegistry` that decodes events (with
         its upcasters); by default one made of the classes passed to :meth:`on`.
@@ -131,6 +156,7 @@ class Projection:
     failure_policy: ClassVar[FailurePolicy] = FailurePolicy.STOP
     backoff: ClassVar[Backoff] = Backoff()
     registry: ClassVar[EventRegistry | None] = None
+    segments: ClassVar[int] = 1
 
     def __init__(self) -> None:
         label = type(self).__qualname__
@@ -145,6 +171,11 @@ class Projection:
             isinstance(spec, TableSpec) for spec in type(self).tables
         ):
             raise ProjectionDefinitionError(name, "tables must be a tuple of TableSpec")
+        segments = type(self).segments
+        if isinstance(segments, bool) or not isinstance(segments, int) or not 1 <= segments <= MAX_SEGMENTS:
+            raise ProjectionDefinitionError(
+                name, f"segments must be a whole number from 1 to {MAX_SEGMENTS}, not {segments!r}"
+            )
         seen = [spec.name for spec in type(self).tables]
         if len(set(seen)) != len(seen):
             raise ProjectionDefinitionError(name, f"tables are declared twice: {seen}")
@@ -216,6 +247,15 @@ class Projection:
         assert self._decoding is not None
         return self._decoding
 
+    def sequencing_key(self, recorded: RecordedEvent) -> str:
+        """The key whose events are applied in order, and held back behind a parked one.
+
+        The stream name by default, so each aggregate's events apply in the order they were
+        recorded. Override it (it must depend only on the recorded event) to order by
+        something else, e.g. a tenant or an account that several streams' events concern.
+        """
+        return recorded.stream
+
     def handles(self, event_type: str) -> bool:
         """Whether a handler is registered for ``event_type``."""
         return event_type in self._handlers()
@@ -273,4 +313,5 @@ class Projection:
             "tables": [spec.name for spec in self.tables],
             "event_types": list(self.event_types),
             "failure_policy": self.failure_policy.value,
+            "segments": self.segments,
         }

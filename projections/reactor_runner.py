@@ -30,6 +30,12 @@ stop or park, parked-event retries, graceful stop and status with lag. What diff
   deadlines still pending in its streams, so that instances in flight keep their deadlines.
 * **Outages of the event store** during a reaction are retried like read model outages
   (``store_backoff``), from the last checkpoint.
+* **Segments.** With ``segments = N`` on the reactor or process manager, it runs as N
+  segments shared out between worker processes like a segmented projection's. A reactor's
+  events are sequenced by their stream, a process manager's by the instance they route to,
+  so one instance is only ever decided on by one segment at a time, in order. Each segment
+  fires the deadlines, indexes the pending deadlines and settles the unsettled commands of its
+  own instances only.
 """
 
 from __future__ import annotations
@@ -50,9 +56,16 @@ from eventsourcing_cqrs.reactions import Clock, ProcessManager, Reactor, engine_
 from eventsourcing_cqrs.reactions.engine import FireOutcome, ReactionEngine
 from projections._progress import ProgressCallback, RebuildReport
 from projections.errors import LeaseLostError, ProjectionError
-from projections.projection import Backoff, EventContext, FailurePolicy, Projection
-from projections.read_model_store.port import Generation, Lease, ReadModelStore, ReadModelWriter, TableSpec
-from projections.runner import _INFRASTRUCTURE_ERRORS, ProjectionRunner, RunOutcome
+from projections.projection import Backoff, EventContext, FailurePolicy, Projection, segment_of
+from projections.read_model_store.port import (
+    Generation,
+    Lease,
+    LeaseRole,
+    ReadModelStore,
+    ReadModelWriter,
+    TableSpec,
+)
+from projections.runner import _INFRASTRUCTURE_ERRORS, _SHARED_LEASE_POLL, ProjectionRunner, RunOutcome
 
 __all__ = ["DEADLINES_TABLE", "ReactorRunner", "StartFrom", "reactions_projection"]
 
@@ -97,10 +110,14 @@ class ReactionsProjection(Projection):
                 {
                     "deadline_id": change.deadline_id,
                     "stream": change.stream,
+                    "segment": segment_of(change.stream, self.engine.segments),
                     "deadline": change.deadline,
                     "due": change.due,
                 },
             )
+
+    def sequencing_key(self, recorded: RecordedEvent) -> str:
+        return self.engine.sequencing_key(recorded)
 
     def describe(self) -> dict[str, Any]:
         described = super().describe()
@@ -119,6 +136,7 @@ def reactions_projection(engine: ReactionEngine) -> ReactionsProjection:
             "version": 1,
             "tables": tables,
             "failure_policy": FailurePolicy(engine.failure_policy),
+            "segments": engine.segments,
         },
     )
     projection: ReactionsProjection = projection_class(engine)
@@ -154,6 +172,7 @@ class ReactorRunner(ProjectionRunner):
         retry_check_interval: float = 1.0,
         checkpoint_interval: int = 500,
         store_backoff: Backoff | None = None,
+        rebalance_interval: float = 1.0,
     ) -> None:
         if not isinstance(bus, CommandBus):
             raise TypeError(f"bus must be a CommandBus, not {type(bus).__name__}")
@@ -161,6 +180,8 @@ class ReactorRunner(ProjectionRunner):
             raise TypeError("clock must be a callable returning a timezone-aware datetime")
         validate_seconds(deadline_check_interval, "deadline_check_interval", zero_allowed=True)
         engine = engine_for(reactor, store=events, bus=bus, clock=clock)
+        # What a segment runner needs to build its own engine (an engine keeps per-instance state).
+        self._reactor, self._bus, self._clock, self._event_store = reactor, bus, clock, events
         super().__init__(
             reactions_projection(engine),
             events,
@@ -173,6 +194,7 @@ class ReactorRunner(ProjectionRunner):
             retry_check_interval=retry_check_interval,
             checkpoint_interval=checkpoint_interval,
             store_backoff=store_backoff,
+            rebalance_interval=rebalance_interval,
         )
         self._engine = engine
         self._start_from = StartFrom(start_from)
@@ -191,6 +213,113 @@ class ReactorRunner(ProjectionRunner):
 
     def __repr__(self) -> str:
         return f"<ReactorRunner {self._name!r}>"
+
+    def _for_segment(self, segment: int, lease: Lease | None) -> ProjectionRunner:
+        runner = super()._for_segment(segment, lease)
+        assert isinstance(runner, ReactorRunner)
+        runner._engine = engine_for(self._reactor, store=self._event_store, bus=self._bus, clock=self._clock)
+        runner._next_deadline_check = 0.0
+        return runner
+
+    # -- a new number of segments: carried over, never rebuilt ----------------------------------
+
+    def _outdated(self, generation: Generation) -> bool:
+        return generation.segments != self._segments
+
+    def _build(self, progress: ProgressCallback | None) -> RebuildReport | None:
+        del progress
+        started = time.monotonic()
+        if not self._reshard():
+            return None
+        live = self._store.describe(self._name).live
+        assert live is not None
+        return RebuildReport(
+            projection=self._name,
+            version=live.version,
+            generation=live.number,
+            events=0,
+            seconds=time.monotonic() - started,
+            resumed=False,
+            switched=True,
+            position=live.checkpoint,
+        )
+
+    def _build_segment(self, target: int | None = None) -> bool:
+        del target  # a reactor is never rebuilt: only its number of segments changes
+        return self._reshard()
+
+    def _reshard(self) -> bool:
+        """Move to a generation with the new number of segments, carrying the old one's state over.
+
+        A reactor is never rebuilt (that would fire its history's effects again): every new
+        segment starts at the old generation's checkpoint (the lowest of its segments'), so
+        the events between that and a faster old segment's checkpoint are reacted to again,
+        which the engine's effectively-once ids make harmless. The pending deadlines and the
+        parked events move to the segment their instance or key now belongs to. Done once,
+        under the whole projection's rebuild lease; whether the new generation is live.
+        """
+        lease = self._store.lease(self._name, LeaseRole.REBUILD)
+        if not self._acquire(lease, poll=_SHARED_LEASE_POLL):
+            return False
+        try:
+            live = self._store.describe(self._name).live
+            if live is None or not self._outdated(live):
+                return True
+            deadlines: list[dict[str, Any]] = []
+            if self._engine.has_deadlines:
+                with self._store.read(self._name) as view:
+                    deadlines = view.table(DEADLINES_TABLE).find()
+            parked = self._store.parked_events(self._name)
+            building = self._store.create_generation(
+                self._name, 1, self._projection.tables, lease=lease, segments=self._segments
+            )
+            for segment in [None] if self._segments == 1 else list(range(self._segments)):
+                number = 0 if segment is None else segment
+                writer = (
+                    lease
+                    if segment is None
+                    else self._store.lease(self._name, LeaseRole.REBUILD, segment=segment)
+                )
+                if not self._acquire(writer, poll=_SHARED_LEASE_POLL):
+                    return False
+                try:
+                    with self._store.transaction(self._name, building.number, lease=writer) as transaction:
+                        if live.checkpoint is not None:
+                            transaction.set_checkpoint(live.checkpoint, 0)
+                        table = transaction.table(DEADLINES_TABLE) if deadlines else None
+                        for row in deadlines:
+                            stream = str(row["stream"])
+                            if table is not None and segment_of(stream, self._segments) == number:
+                                table.put(str(row["deadline_id"]), {**row, "segment": number})
+                        for event in parked:
+                            if segment_of(event.key, self._segments) == number:
+                                transaction.park(
+                                    event.to_recorded(),
+                                    event.error,
+                                    event.attempts,
+                                    key=event.key,
+                                    held_back=event.held_back,
+                                )
+                        transaction.mark_caught_up()
+                finally:
+                    if writer is not lease:
+                        writer.release()
+            self._store.switch_generation(self._name, building.number, lease=lease)
+            self._log.info(
+                "reactor.segments_changed",
+                segments=self._segments,
+                previous=live.segments,
+                position=live.checkpoint,
+                deadlines=len(deadlines),
+                parked=len(parked),
+            )
+            return True
+        finally:
+            lease.release()
+
+    def _mine(self, stream: str) -> bool:
+        """Whether the instance in ``stream`` belongs to this runner's segment (always, unsegmented)."""
+        return self._segment is None or segment_of(stream, self._segments) == self._segment
 
     @property
     def engine(self) -> ReactionEngine:
@@ -232,8 +361,8 @@ class ReactorRunner(ProjectionRunner):
             pass
         super()._react_all(generation, lease, events)
 
-    def _acquire(self, lease: Lease, *, timeout: float | None = None) -> bool:
-        acquired = super()._acquire(lease, timeout=timeout)
+    def _acquire(self, lease: Lease, *, timeout: float | None = None, poll: float | None = None) -> bool:
+        acquired = super()._acquire(lease, timeout=timeout, poll=poll)
         if acquired:
             # Another runner may have written while this one did not hold the lease.
             self._engine.forget()
@@ -258,7 +387,8 @@ class ReactorRunner(ProjectionRunner):
             # Decisions its streams recorded and never dispatched (a process manager dropped and
             # started again): they are its own, not history's, and their ids make them once.
             for stream in self._engine.unsettled_streams(head):
-                settled += self._engine.settle(stream)
+                if self._mine(stream):
+                    settled += self._engine.settle(stream)
         self._log.info(
             "reactor.started",
             start_from=self._start_from.value,
@@ -275,7 +405,8 @@ class ReactorRunner(ProjectionRunner):
         for recorded in read_after(self._events, None, filter=EventFilter.for_event_types(deadline_types)):
             if recorded.position > head:
                 break
-            self._projection.apply(recorded, transaction)
+            if self._mine(recorded.stream):
+                self._projection.apply(recorded, transaction)
         return transaction.table(DEADLINES_TABLE).count()
 
     def _idle(self, generation: Generation, lease: Lease) -> None:
@@ -299,11 +430,14 @@ class ReactorRunner(ProjectionRunner):
     def _fire_due(self, generation: Generation | None, lease: Lease | None) -> int:
         now = self._engine.now().timestamp()
         with self._store.read(self._name) as view:
-            rows = view.table(DEADLINES_TABLE).find(order_by="due", limit=_FIRE_LIMIT)
+            where = None if self._segment is None else {"segment": self._segment}
+            rows = view.table(DEADLINES_TABLE).find(where, order_by="due", limit=_FIRE_LIMIT)
         fired, gone = 0, []
         for row in rows:
             if float(row["due"]) > now:
                 break
+            if not self._mine(str(row["stream"])):
+                continue  # another segment's instance: fired by that segment's runner
             try:
                 outcome = self._engine.fire(str(row["stream"]), str(row["deadline_id"]))
             except self._infrastructure:

@@ -15,8 +15,20 @@ What it guarantees:
   events before it were committed). If it still fails, the runner stops with
   :class:`~projections.errors.ProjectionFailedError` (policy ``STOP``, the default: the
   checkpoint stays before the event) or parks the event and goes on (policy ``PARK``).
-  Parked events are listed by :meth:`ReadModelStore.parked_events` and retried with
-  :meth:`ProjectionRunner.retry_parked` (or ``store.request_retry`` from another process).
+  Parking is **ordered**: the later events of the parked event's sequencing key (its stream,
+  unless the projection says otherwise) are parked behind it, recorded but not applied, so
+  that key's events are never applied out of order; other keys go on. Parked events are listed
+  by :meth:`ReadModelStore.parked_events` and retried with :meth:`ProjectionRunner.retry_parked`
+  (or ``store.request_retry`` from another process): a key's parked events are replayed
+  together, in order, up to the first that fails again.
+* **Segments.** A projection with ``segments = N`` (N > 1) is run as N segments, each with its
+  own lease, checkpoint and parked events (see :mod:`projections.projection`). ``run()`` then
+  makes this process one *worker*: it holds a worker slot in the store, counts the live
+  workers every ``rebalance_interval`` seconds, and holds its fair share of the segments
+  (``ceil(N / workers)``), taking free ones and handing extra ones back after their current
+  batch, so that workers started or killed on any machine sharing the read model store share
+  the segments out without stopping the others. A segment's lease is fenced like the
+  projection's: a worker that lost it cannot commit.
 * **Outages.** An event store or read model store that is unavailable or locked is retried with backoff,
   resuming from the last committed checkpoint; a runner whose lease was taken over goes back
   to waiting for it.
@@ -31,11 +43,12 @@ What it guarantees:
 
 from __future__ import annotations
 
+import copy
 import enum
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -59,6 +72,7 @@ from eventsourcing_cqrs.event_store.port import (
 )
 from projections._batching import BatchPolicy
 from projections._progress import ProgressCallback, ProgressTracker, RebuildReport
+from projections._segments import Polled, SegmentPool, SharedFeed
 from projections.errors import (
     GenerationChangedError,
     LeaseLostError,
@@ -71,8 +85,15 @@ from projections.errors import (
     ReadModelStoreUnavailableError,
     RunnerAlreadyRunningError,
 )
-from projections.projection import Backoff, FailurePolicy, Projection
-from projections.read_model_store.port import Generation, Lease, LeaseRole, ProjectionState, ReadModelStore
+from projections.projection import Backoff, FailurePolicy, Projection, segment_of
+from projections.read_model_store.port import (
+    Generation,
+    Lease,
+    LeaseRole,
+    ParkedEvent,
+    ProjectionState,
+    ReadModelStore,
+)
 from projections.status import ProjectionStatus, projection_status, wait_until_reflected
 
 __all__ = ["ProjectionRunner", "RunOutcome"]
@@ -90,6 +111,10 @@ _OUTAGES = (
 
 #: The longest single wait for the subscription's next item, so that a stop is noticed promptly.
 _IDLE_WAIT = 0.1
+
+#: How often a segment runner tries for the whole projection's lease, which is held only for
+#: the moment of creating or switching a generation.
+_SHARED_LEASE_POLL = 0.02
 
 #: Store errors that say nothing about the event: they stop the runner instead of parking.
 _INFRASTRUCTURE_ERRORS = (ReadModelStoreUnavailableError, ReadModelStoreLockedError, GenerationChangedError)
@@ -123,6 +148,28 @@ class _Follow(enum.Enum):
 
 def _describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
+
+
+def _tolerant(key_of: Callable[[RecordedEvent], str]) -> Callable[[RecordedEvent], str]:
+    """A projection's own ``sequencing_key``, falling back to the stream when it raises.
+
+    An event whose key cannot be computed (it does not decode, say) must still land in exactly
+    one segment, where applying it fails and goes through the retry, stop or park path that
+    names it; every segment computes the same fallback, so exactly one of them takes it.
+    """
+
+    def key(recorded: RecordedEvent) -> str:
+        try:
+            return key_of(recorded)
+        except Exception:  # noqa: BLE001 - the handler reports it, with its stream and revision
+            return recorded.stream
+
+    return key
+
+
+def _held_back(key: str) -> str:
+    """The error recorded for an event parked behind an earlier parked event of its key."""
+    return f"held back: an earlier event of {key!r} is parked"
 
 
 @dataclass
@@ -159,6 +206,9 @@ class ProjectionRunner:
     ``store_backoff``
         How a read model store that is unavailable or locked is retried before the runner
         gives up (by default 10 attempts, from 0.5 s apart doubling to 30 s).
+    ``rebalance_interval``
+        For a segmented projection: how often this worker counts the others and takes or
+        gives back segments, in seconds.
 
     A ``batch_size`` that is not a whole number of at least 1, or a ``batch_delay`` that is not
     a number of seconds, zero or more, raises :class:`~eventsourcing_cqrs.errors.InvalidInputError`.
@@ -178,9 +228,12 @@ class ProjectionRunner:
         retry_check_interval: float = 1.0,
         checkpoint_interval: int = 500,
         store_backoff: Backoff | None = None,
+        rebalance_interval: float = 1.0,
     ) -> None:
         validate_count(batch_size, "batch_size", "events")
         validate_seconds(batch_delay, "batch_delay", zero_allowed=True)
+        validate_seconds(rebalance_interval, "rebalance_interval")
+        self._rebalance_interval = rebalance_interval
         self._projection = projection
         self._name = projection.name
         self._filter: EventFilter = projection.event_filter()
@@ -208,6 +261,19 @@ class ProjectionRunner:
         self._reacts = False
         #: Errors that say nothing about the event: they go to the outage and stop paths.
         self._infrastructure: tuple[type[Exception], ...] = _INFRASTRUCTURE_ERRORS
+        #: How many segments the projection has, and which one this runner writes (``None``:
+        #: the whole projection; a segmented one then runs a SegmentPool of segment runners).
+        self._segments = projection.segments
+        self._segment: int | None = None
+        #: The segment lease the pool took for this runner, which it must not wait for again.
+        self._claimed: Lease | None = None
+        self._sequencing_key: Callable[[RecordedEvent], str] = projection.sequencing_key
+        if type(projection).sequencing_key is not Projection.sequencing_key:
+            self._sequencing_key = _tolerant(projection.sequencing_key)
+        #: The sequencing keys with parked events in the generation (and segment) followed.
+        self._blocked: set[str] = set()
+        #: The reader of $all a segment runner shares with its worker's other segments.
+        self._feed: SharedFeed | None = None
 
     def __repr__(self) -> str:
         return f"<ProjectionRunner {self._name!r}>"
@@ -336,14 +402,18 @@ class ProjectionRunner:
             raise self._error
         raise halted
 
-    def retry_parked(self, positions: list[int] | None = None, *, timeout: float = 30.0) -> int:
-        """Retry parked events (all by default); how many were retried successfully.
+    def retry_parked(
+        self, positions: list[int] | None = None, *, keys: list[str] | None = None, timeout: float = 30.0
+    ) -> int:
+        """Retry parked events (all by default, else those at ``positions`` and of ``keys``).
 
-        When this runner is running, it retries them at its next opportunity and this call
-        waits for that; otherwise the retries run here, under the projection's lease.
+        Every parked event of a key is replayed with it, in order, up to the first that fails
+        again. Returns how many were applied. When this runner is running, it retries them at
+        its next opportunity and this call waits for that; otherwise the retries run here, under
+        the projection's lease (each segment's, for a segmented projection).
         """
         before = {event.position for event in self._store.parked_events(self._name)}
-        requested = self._store.request_retry(self._name, positions)
+        requested = self._store.request_retry(self._name, positions, keys=keys)
         if requested == 0:
             return 0
         if self.running:
@@ -356,21 +426,32 @@ class ProjectionRunner:
                 time.sleep(0.01)
         else:
             self._stop_requested = False
-            lease = self._store.lease(self._name, LeaseRole.RUN)
-            if not self._acquire(lease, timeout=timeout):
-                raise TimeoutError(f"The lease of {self._name!r} stayed taken for {timeout} s.")
-            try:
-                live = self._store.describe(self._name).live
-                if live is not None:
-                    self._retry_requested(live, lease)
-            finally:
-                lease.release()
+            parked = self._store.parked_events(self._name)
+            if self._segments == 1:
+                self._retry_under_lease(self, timeout)
+            for segment in sorted({e.segment for e in parked if e.retry_requested and e.segment is not None}):
+                self._retry_under_lease(self._for_segment(segment, None), timeout)
         after = {event.position for event in self._store.parked_events(self._name)}
         return len(before - after)
 
+    def _retry_under_lease(self, runner: ProjectionRunner, timeout: float) -> None:
+        """Run ``runner``'s requested retries (its segment's, if it has one) under its lease."""
+        lease = self._store.lease(self._name, LeaseRole.RUN, segment=runner._segment)
+        if not runner._acquire(lease, timeout=timeout):
+            raise TimeoutError(f"The lease of {self._name!r} stayed taken for {timeout} s.")
+        try:
+            live = self._store.describe(self._name).live
+            if live is not None:
+                with self._store.transaction(self._name, live.number, lease=lease) as transaction:
+                    runner._blocked = transaction.parked_keys()
+                runner._retry_requested(live, lease)
+        finally:
+            lease.release()
+
     # -- the loop -------------------------------------------------------------------------
 
-    def _acquire(self, lease: Lease, *, timeout: float | None = None) -> bool:
+    def _acquire(self, lease: Lease, *, timeout: float | None = None, poll: float | None = None) -> bool:
+        """Wait for ``lease`` (every ``poll`` seconds, by default ``lease_poll_interval``); whether got."""
         deadline = None if timeout is None else time.monotonic() + timeout
         waiting_logged = False
         while not self._stop_requested:
@@ -381,10 +462,10 @@ class ProjectionRunner:
                 self._log.info("projection.lease_waiting", role=lease.role.value)
                 waiting_logged = True
                 if lease.role is LeaseRole.RUN:
-                    self._store.set_state(self._name, ProjectionState.WAITING_FOR_LEASE)
+                    self._set_state(ProjectionState.WAITING_FOR_LEASE)
             if deadline is not None and time.monotonic() >= deadline:
                 return False
-            self._sleep(self._lease_poll_interval)
+            self._sleep(self._lease_poll_interval if poll is None else poll)
         return False
 
     def _sleep(self, seconds: float) -> None:
@@ -396,8 +477,48 @@ class ProjectionRunner:
                 return
             time.sleep(min(left, 0.05))
 
+    def _for_segment(self, segment: int, lease: Lease | None) -> ProjectionRunner:
+        """A runner of one segment, with this one's settings, holding ``lease`` (the pool's claim)."""
+        runner = copy.copy(self)
+        runner._segment = segment
+        runner._claimed = lease
+        runner._stop_requested = False
+        runner._thread = None
+        runner._error = None
+        runner._running = threading.Event()
+        runner._blocked = set()
+        runner._store_failures = 0
+        runner._log = self._log.bind(segment=segment)
+        return runner
+
+    def _checkpoint_of(self, generation: Generation) -> int | None:
+        """Where this runner resumes in ``generation``: its segment's checkpoint, or the generation's."""
+        if self._segment is None:
+            return generation.checkpoint
+        return generation.segment_progress[self._segment].checkpoint
+
+    def _fresh(self, generation: Generation) -> bool:
+        """Whether nothing was followed in ``generation`` yet (by this runner's segment)."""
+        if self._segment is None:
+            return generation.checkpoint is None and generation.events_applied == 0
+        progress = generation.segment_progress[self._segment]
+        return progress.checkpoint is None and progress.events_applied == 0
+
+    def _outdated(self, generation: Generation) -> bool:
+        """Whether ``generation`` was built by an older version or another number of segments."""
+        return generation.version < self._projection.version or generation.segments != self._segments
+
+    def _set_state(self, state: ProjectionState, *, error: str | None = None) -> None:
+        """Record the state (a segment runner never waits for its lease: its pool claimed it)."""
+        if self._segment is None or state is not ProjectionState.WAITING_FOR_LEASE:
+            self._store.set_state(self._name, state, error=error)
+
     def _run(self, *, until_caught_up: bool) -> RunOutcome:
-        lease = self._store.lease(self._name, LeaseRole.RUN)
+        if self._segments > 1 and self._segment is None:
+            pool = SegmentPool(self, self._store, self._name, self._segments, self._rebalance_interval)
+            caught_up = pool.run(until_caught_up=until_caught_up, stopping=lambda: self._stop_requested)
+            return RunOutcome.CAUGHT_UP if caught_up else RunOutcome.STOPPED
+        lease = self._claimed or self._store.lease(self._name, LeaseRole.RUN)
         failed = False
         self._store_failures = 0
         try:
@@ -407,9 +528,12 @@ class ProjectionRunner:
                         return RunOutcome.STOPPED
                     return self._run_leased(lease, until_caught_up=until_caught_up)
                 except LeaseLostError as exc:
-                    # Another runner took over (ours was presumed dead): stand by again.
+                    # Another runner took over (ours was presumed dead): stand by again (a
+                    # segment runner hands its segment back to its pool instead).
                     self._log.warning("projection.lease_lost", error=_describe_error(exc))
                     lease.release()
+                    if self._claimed is not None:
+                        return RunOutcome.STOPPED
                 except _OUTAGES as exc:
                     self._store_failures += 1
                     if self._store_failures >= self._store_backoff.max_attempts:
@@ -433,7 +557,7 @@ class ProjectionRunner:
             raise
         finally:
             if lease.held:
-                if not failed:
+                if not failed and self._segment is None:
                     self._record_state(ProjectionState.STOPPED)
                 lease.release()
             self._log.info("projection.runner_stopped")
@@ -443,9 +567,21 @@ class ProjectionRunner:
             record = self._store.describe(self._name)
             live = record.live
             self._check_version(live)
-            if live is not None and live.version < self._projection.version:
+            if self._segment is not None and (live is None or self._outdated(live)):
+                # Segments share the generation: it is created (or rebuilt) under the whole
+                # projection's lease, taken briefly by whichever segment runner gets there first.
+                if live is None:
+                    self._create_shared(LeaseRole.RUN)
+                elif not self._build_segment():
+                    self._sleep(self._lease_poll_interval)  # the other segments are still building
+                continue
+            if live is not None and self._outdated(live):
                 self._log.info(
-                    "projection.version_changed", live_version=live.version, version=self._projection.version
+                    "projection.version_changed",
+                    live_version=live.version,
+                    version=self._projection.version,
+                    live_segments=live.segments,
+                    segments=self._segments,
                 )
                 report = self._build(None)
                 if report is None or not report.switched:
@@ -456,7 +592,7 @@ class ProjectionRunner:
                     self._name, self._projection.version, self._projection.tables, lease=lease
                 )
                 live = self._started(live, lease)
-            elif live.checkpoint is None and live.events_applied == 0:
+            elif self._fresh(live):
                 # A first run that died between creating its generation and recording where it
                 # starts (a reactor records a checkpoint at once): nothing was followed yet.
                 live = self._started(live, lease)
@@ -491,6 +627,9 @@ class ProjectionRunner:
         self._stop_requested = False
         self._running.set()
         try:
+            if self._segments > 1 and self._segment is None:
+                pool = SegmentPool(self, self._store, self._name, self._segments, self._rebalance_interval)
+                return pool.rebuild(progress, stopping=lambda: self._stop_requested)
             return self._build(progress)
         finally:
             self._running.clear()
@@ -503,7 +642,7 @@ class ProjectionRunner:
             record = self._store.describe(self._name)
             self._check_version(record.live)
             building = record.building
-            resumed = building is not None and building.version == self._projection.version
+            resumed = building is not None and not self._outdated(building)
             if not resumed or building is None:
                 building = self._store.create_generation(
                     self._name, self._projection.version, self._projection.tables, lease=lease
@@ -520,7 +659,7 @@ class ProjectionRunner:
                 done=building.events_applied,
                 remaining=remaining,
             )
-            self._store.set_state(self._name, ProjectionState.REBUILDING)
+            self._set_state(ProjectionState.REBUILDING)
             outcome = self._follow(building, lease, stop_when_caught_up=True, tracker=tracker)
             if outcome is not _Follow.CAUGHT_UP:
                 log.info("projection.rebuild_interrupted", done=tracker.applied_now)
@@ -543,6 +682,112 @@ class ProjectionRunner:
         finally:
             lease.release()
 
+    # -- segments: the generation they share ------------------------------------------------
+
+    def _create_shared(self, role: LeaseRole, *, unless_current: bool = False) -> Generation | None:
+        """The live (``RUN``) or building (``REBUILD``) generation every segment writes.
+
+        Created under the whole projection's lease (held only for this), unless another segment
+        runner created it first; ``None`` if stopped while waiting for that lease, or, with
+        ``unless_current``, if the live generation no longer needs a rebuild (another segment
+        switched it meanwhile).
+        """
+        if role is LeaseRole.RUN:
+            live = self._store.describe(self._name).live
+            if live is not None:
+                return live  # created by another segment runner: no need for the lease
+        lease = self._store.lease(self._name, role)
+        if not self._acquire(lease, poll=_SHARED_LEASE_POLL):
+            return None
+        try:
+            record = self._store.describe(self._name)
+            current = record.live if role is LeaseRole.RUN else record.building
+            if role is LeaseRole.RUN and current is not None:
+                return current
+            if unless_current and record.live is not None and not self._outdated(record.live):
+                return None
+            if current is None or self._outdated(current):
+                current = self._store.create_generation(
+                    self._name,
+                    self._projection.version,
+                    self._projection.tables,
+                    lease=lease,
+                    segments=self._segments,
+                )
+            return current
+        finally:
+            lease.release()
+
+    def _build_segment(self, target: int | None = None) -> bool:
+        """Build this runner's segment of the next generation; whether the projection switched to it.
+
+        The segment follows the new generation from the start of ``$all`` until it has caught
+        up, records that, and the last segment to catch up switches the projection over (under
+        the whole projection's rebuild lease, held only for the switch). Until then the live
+        generation keeps serving queries. ``target`` is the building generation's number when
+        a rebuild asked for that one: it is then never replaced by a new one.
+        """
+        segment = self._segment
+        assert segment is not None
+        lease = self._store.lease(self._name, LeaseRole.REBUILD, segment=segment)
+        if not self._acquire(lease):
+            return False
+        try:
+            record = self._store.describe(self._name)
+            building = record.building
+            if target is not None:
+                if building is None or building.number != target:
+                    return record.live is not None and record.live.number == target
+            elif record.live is not None and not self._outdated(record.live):
+                return True  # another segment switched it since the caller looked
+            elif building is None or self._outdated(building):
+                building = self._create_shared(LeaseRole.REBUILD, unless_current=True)
+            if building is None:
+                return False
+            if not building.segment_progress[segment].caught_up:
+                log = self._log.bind(generation=building.number, version=self._projection.version)
+                log.info(
+                    "projection.segment_rebuild_started",
+                    done=building.segment_progress[segment].events_applied,
+                )
+                self._set_state(ProjectionState.REBUILDING)
+                if self._follow(building, lease, stop_when_caught_up=True) is not _Follow.CAUGHT_UP:
+                    return False
+                with self._store.transaction(self._name, building.number, lease=lease) as transaction:
+                    transaction.mark_caught_up()
+                log.info("projection.segment_rebuilt")
+        except (GenerationChangedError, LeaseLostError) as exc:
+            self._log.info("projection.segment_rebuild_interrupted", error=_describe_error(exc))
+            return False
+        finally:
+            lease.release()
+        return self._switch_when_built(building.number)
+
+    def _switch_when_built(self, number: int) -> bool:
+        """Switch to building generation ``number`` if every segment caught up; whether it is live."""
+        lease = self._store.lease(self._name, LeaseRole.REBUILD)
+        if not self._acquire(lease, poll=_SHARED_LEASE_POLL):
+            return False
+        try:
+            record = self._store.describe(self._name)
+            if record.live is not None and record.live.number == number:
+                return True
+            building = record.building
+            if building is None or building.number != number:
+                return False
+            if not all(progress.caught_up for progress in building.segment_progress):
+                return False
+            self._store.switch_generation(self._name, number, lease=lease)
+            self._log.info(
+                "projection.rebuild_switched",
+                generation=number,
+                events=building.events_applied,
+                segments=self._segments,
+            )
+            return True
+        finally:
+            lease.release()
+
     def _count_after(self, checkpoint: int | None) -> int:
         return sum(1 for _ in read_after(self._events, checkpoint, filter=self._filter))
 
@@ -556,13 +801,19 @@ class ProjectionRunner:
         stop_when_caught_up: bool,
         tracker: ProgressTracker | None = None,
     ) -> _Follow:
-        committed = generation.checkpoint
+        committed = self._checkpoint_of(generation)
         batch = _Batch([])
         policy = BatchPolicy(self._batch_size, self._batch_delay, idle_wait=_IDLE_WAIT)
         next_retry_check = time.monotonic()
         building = lease.role is LeaseRole.REBUILD
         if not building:
-            self._store.set_state(self._name, ProjectionState.CATCHING_UP)
+            self._set_state(ProjectionState.CATCHING_UP)
+        with self._store.transaction(self._name, generation.number, lease=lease) as transaction:
+            self._blocked = transaction.parked_keys()
+        segment, segments, key_of = self._segment, self._segments, self._sequencing_key
+        # A segment runner on its own subscription skips the other segments' events itself;
+        # one fed by its worker's SharedFeed is handed its own events only.
+        skips = segment is not None and self._feed is None
 
         def flush() -> None:
             nonlocal committed
@@ -576,9 +827,13 @@ class ProjectionRunner:
                 tracker.advance(applied, committed)
             batch.clear()
 
-        subscription = self._events.subscribe(
-            from_position=committed, filter=self._filter, checkpoint_interval=self._checkpoint_interval
-        )
+        subscription: Polled
+        if self._feed is not None and segment is not None:
+            subscription = self._feed.subscribe(segment, committed)  # its worker's one reader of $all
+        else:
+            subscription = self._events.subscribe(
+                from_position=committed, filter=self._filter, checkpoint_interval=self._checkpoint_interval
+            )
         # Bound once: this loop runs per event (see projections._batching for the rules).
         poll = subscription.poll
         timeout = policy.timeout
@@ -591,6 +846,13 @@ class ProjectionRunner:
                         return _Follow.STOPPED
                     item = poll(timeout())
                     if isinstance(item, RecordedEvent):
+                        if skips and segment_of(key_of(item), segments) != segment:
+                            # Another segment's: considered here as a checkpoint is.
+                            if committed is None or item.position > committed:
+                                batch.position = item.position
+                                if policy.checkpoint_seen():
+                                    flush()
+                            continue
                         batch.events.append(item)
                         batch.position = item.position
                         if event_added():
@@ -602,7 +864,10 @@ class ProjectionRunner:
                             self._idle(generation, lease)
                         if not building and time.monotonic() >= next_retry_check:
                             next_retry_check = time.monotonic() + self._retry_check_interval
-                            if any(e.retry_requested for e in self._store.parked_events(self._name)):
+                            if any(
+                                e.retry_requested and e.segment == segment
+                                for e in self._store.parked_events(self._name)
+                            ):
                                 self._retry_requested(generation, lease)
                     elif isinstance(item, Checkpoint):
                         if committed is None or item.position > committed:
@@ -622,7 +887,7 @@ class ProjectionRunner:
                                 "projection.caught_up", position=committed, generation=generation.number
                             )
                             if not building:
-                                self._store.set_state(self._name, ProjectionState.LIVE)
+                                self._set_state(ProjectionState.LIVE)
                         if stop_when_caught_up:
                             if not building:
                                 self._idle(generation, lease)  # a run to catch up ends idle
@@ -653,17 +918,23 @@ class ProjectionRunner:
                 reacted = True
             with self._store.transaction(self._name, generation.number, lease=lease) as transaction:
                 apply = self._projection.applier(transaction)
-                index = 0
+                blocked, key_of = self._blocked, self._sequencing_key
+                index = held = 0
                 try:
                     # One try around the loop rather than one per event: the loop runs per event.
                     for event in events:
-                        apply(event)
+                        if blocked and (key := key_of(event)) in blocked:
+                            # Behind a parked event of its key: recorded, not applied (ordered parking).
+                            transaction.park(event, _held_back(key), 0, key=key, held_back=True)
+                            held += 1
+                        else:
+                            apply(event)
                         index += 1
                 except self._infrastructure:
                     raise
                 except Exception as exc:
                     raise _EventFailed(index, exc) from exc
-                transaction.set_checkpoint(position, len(events))
+                transaction.set_checkpoint(position, len(events) - held)
         except _EventFailed as failed:
             # Effects are carried out for a prefix only when one fails (``reacted`` is still
             # false then): the events before the failing one had theirs, the rest not yet.
@@ -759,45 +1030,76 @@ class ProjectionRunner:
         if self._policy is FailurePolicy.STOP:
             log.error("projection.event_gave_up", attempts=attempts, error=_describe_error(error))
             raise failure from error
+        key = self._sequencing_key(event)
         with self._store.transaction(self._name, generation.number, lease=lease) as transaction:
-            transaction.park(event, _describe_error(error), attempts)
+            transaction.park(event, _describe_error(error), attempts, key=key)
             transaction.set_checkpoint(event.position, 0)
+        self._blocked.add(key)  # its key's later events are held back behind it from now on
         state = ProjectionState.REBUILDING if lease.role is LeaseRole.REBUILD else ProjectionState.CATCHING_UP
-        self._store.set_state(self._name, state, error=str(failure))
-        log.warning("projection.event_parked", attempts=attempts, error=_describe_error(error))
+        self._set_state(state, error=str(failure))
+        log.warning("projection.event_parked", attempts=attempts, key=key, error=_describe_error(error))
         return 0
 
     def _retry_requested(self, generation: Generation, lease: Lease) -> None:
-        """Retry the parked events whose retry was requested, each in its own transaction."""
+        """Replay the parked events of each key with a retry request, in order, one transaction each.
+
+        A key's replay stops at the first event that fails again: it and the rest of its key stay
+        parked (the rest still held back) and the key stays blocked. Every parked event of the key
+        is replayed, also those parked behind it after the request.
+        """
         with self._store.transaction(self._name, generation.number, lease=lease) as transaction:
-            parked = transaction.parked_for_retry()
-        for event in parked:
-            log = self._log.bind(position=event.position, event_type=event.event_type, stream=event.stream)
+            keys = {event.key for event in transaction.parked_for_retry()}
+        by_key: dict[str, list[ParkedEvent]] = {}
+        for event in self._store.parked_events(self._name):
+            if event.segment == self._segment and event.key in keys:
+                by_key.setdefault(event.key, []).append(event)
+        for key, parked in by_key.items():
+            if self._replay_parked(generation, lease, key, parked):
+                self._blocked.discard(key)
+
+    def _replay_parked(
+        self, generation: Generation, lease: Lease, key: str, parked: list[ParkedEvent]
+    ) -> bool:
+        """Replay one key's parked events in order; whether all of them were applied."""
+        for index, event in enumerate(parked):
+            log = self._log.bind(
+                position=event.position, event_type=event.event_type, stream=event.stream, key=key
+            )
             try:
                 if self._reacts:
-                    # Later events went on while it was parked: it is not in $all order now.
+                    # Other keys' later events went on while it was parked: not in $all order now.
                     self._react(lease, event.to_recorded(), out_of_order=True)
                 with self._store.transaction(self._name, generation.number, lease=lease) as transaction:
                     self._projection.apply(event.to_recorded(), transaction)
                     transaction.unpark(event.position)
+                    transaction.set_checkpoint(event.position, 1)  # counted as applied now
             except self._infrastructure:
                 raise
             except Exception as exc:  # noqa: BLE001 - a handler may raise anything; it stays parked
                 with self._store.transaction(self._name, generation.number, lease=lease) as transaction:
                     transaction.parked_failed_again(event.position, _describe_error(exc), 1)
-                log.warning("projection.parked_retry_failed", error=_describe_error(exc))
-                continue
+                    for behind in parked[index + 1 :]:
+                        transaction.parked_failed_again(behind.position, _held_back(key), 0)
+                log.warning(
+                    "projection.parked_retry_failed",
+                    held_back=len(parked) - index - 1,
+                    error=_describe_error(exc),
+                )
+                return False
             log.info("projection.parked_retry_succeeded")
+        return True
 
     # -- hooks for runners whose events have effects (projections.ReactorRunner) -------------
 
     def _react_all(self, generation: Generation, lease: Lease, events: list[RecordedEvent]) -> None:
         """Carry out each event's effects in order; :class:`_EventFailed` names the one that failed."""
         del generation  # what a runner that fences its effects checks the lease against
+        blocked, key_of = self._blocked, self._sequencing_key
         index = 0
         try:
             for event in events:
-                self._react(lease, event)
+                if not (blocked and key_of(event) in blocked):  # held back: no effect until retried
+                    self._react(lease, event)
                 index += 1
         except self._infrastructure:
             raise

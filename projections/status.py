@@ -14,12 +14,19 @@ from datetime import UTC, datetime
 from eventsourcing_cqrs.event_store import read_after
 from eventsourcing_cqrs.event_store.port import EventReader, RecordedEvent, validate_position
 from projections.errors import ProjectionHaltedError, WaitTimeoutError
-from projections.projection import Projection
-from projections.read_model_store.port import LeaseRole, ProjectionState, ReadModelStore
+from projections.projection import Projection, segment_of
+from projections.read_model_store.port import (
+    MAX_SEGMENTS,
+    Generation,
+    LeaseRole,
+    ProjectionState,
+    ReadModelStore,
+)
 
 __all__ = [
     "BuildingStatus",
     "ProjectionStatus",
+    "SegmentStatus",
     "projection_status",
     "wait_for",
     "wait_until_reflected",
@@ -46,6 +53,25 @@ class BuildingStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class SegmentStatus:
+    """One segment of a segmented projection's live generation.
+
+    ``owner`` is who took the segment's lease last (``host:pid``) and ``running`` whether
+    someone holds it now; ``lag_events`` counts the segment's own events after its checkpoint
+    (at most the status call's ``count_limit``).
+    """
+
+    segment: int
+    checkpoint: int | None
+    events_applied: int
+    owner: str | None
+    running: bool
+    lag_events: int
+    lag_seconds: float
+    parked: int
+
+
+@dataclass(frozen=True, slots=True)
 class ProjectionStatus:
     """A projection's state as an operator needs it.
 
@@ -54,6 +80,10 @@ class ProjectionStatus:
     says so); ``lag_seconds`` is how long the oldest of them has been waiting. ``state`` is
     what the runner last recorded, except that an active state whose lease nobody holds reads as
     ``STOPPED`` (the runner died).
+
+    For a segmented projection, ``segments`` has one :class:`SegmentStatus` per segment,
+    ``checkpoint`` is the lowest segment checkpoint, the lag sums the segments' own lags
+    (``lag_seconds`` is the oldest segment's), and ``workers`` counts the live worker processes.
     """
 
     name: str
@@ -71,6 +101,8 @@ class ProjectionStatus:
     last_error: str | None
     last_error_at: datetime | None
     building: BuildingStatus | None
+    segments: tuple[SegmentStatus, ...] = ()
+    workers: int = 0
 
 
 def _first_pending(
@@ -87,20 +119,21 @@ def projection_status(
     live = record.live
     checkpoint = None if live is None else live.checkpoint
     head = events.head_position()
-    # One read: the first pending event (for the lag in seconds) and how many there are.
-    pending: RecordedEvent | None = None
-    lag = 0
-    for event in read_after(events, checkpoint, filter=projection.event_filter(), limit=count_limit + 1):
-        if pending is None:
-            pending = event
-        lag += 1
-    capped = lag > count_limit
-    lag_seconds = 0.0
-    if pending is not None:
-        lag_seconds = max(0.0, (datetime.now(UTC) - pending.recorded_at).total_seconds())
-    running = store.lease_held(projection.name, LeaseRole.RUN) or store.lease_held(
-        projection.name, LeaseRole.REBUILD
-    )
+    parked = store.parked_events(projection.name)
+    segments: tuple[SegmentStatus, ...] = ()
+    workers = 0
+    if live is not None and live.segments > 1:
+        segments = _segment_statuses(projection, events, store, live, count_limit)
+        lag = sum(segment.lag_events for segment in segments)
+        capped = lag > count_limit
+        lag_seconds = max(segment.lag_seconds for segment in segments)
+        workers = len(store.leases_held(projection.name, LeaseRole.WORKER, MAX_SEGMENTS))
+        running = workers > 0 or any(segment.running for segment in segments)
+    else:
+        lag, lag_seconds = _lag(projection, events, checkpoint, count_limit)
+        capped = lag > count_limit
+        running = store.lease_held(projection.name, LeaseRole.RUN)
+    running = running or store.lease_held(projection.name, LeaseRole.REBUILD)
     state = record.state
     if state in _ACTIVE_STATES and not running:
         state = ProjectionState.STOPPED
@@ -117,13 +150,68 @@ def projection_status(
         lag_seconds=lag_seconds,
         state=state,
         running=running,
-        parked=len(store.parked_events(projection.name)),
+        parked=len(parked),
         last_error=record.last_error,
         last_error_at=record.last_error_at,
         building=None
         if building is None
         else BuildingStatus(building.number, building.version, building.checkpoint, building.events_applied),
+        segments=segments,
+        workers=workers,
     )
+
+
+def _lag(
+    projection: Projection,
+    events: EventReader,
+    checkpoint: int | None,
+    count_limit: int,
+    segment: tuple[int, int] | None = None,
+) -> tuple[int, float]:
+    """How many events after ``checkpoint`` the projection (or one segment of it) has to
+    consider (up to ``count_limit + 1``), and how long the oldest has waited, in seconds.
+
+    ``segment`` is ``(number, segments)``: only events whose key hashes to it count, but the
+    read stops after ``count_limit + 1`` events of any segment, so a segment's count is capped too.
+    """
+    # One read: the first pending event (for the lag in seconds) and how many there are.
+    pending: RecordedEvent | None = None
+    lag = 0
+    for event in read_after(events, checkpoint, filter=projection.event_filter(), limit=count_limit + 1):
+        if segment is not None and segment_of(projection.sequencing_key(event), segment[1]) != segment[0]:
+            continue
+        if pending is None:
+            pending = event
+        lag += 1
+    lag_seconds = 0.0
+    if pending is not None:
+        lag_seconds = max(0.0, (datetime.now(UTC) - pending.recorded_at).total_seconds())
+    return lag, lag_seconds
+
+
+def _segment_statuses(
+    projection: Projection, events: EventReader, store: ReadModelStore, live: Generation, count_limit: int
+) -> tuple[SegmentStatus, ...]:
+    held = store.leases_held(projection.name, LeaseRole.RUN, live.segments)
+    parked = store.parked_events(projection.name)
+    statuses = []
+    for progress in live.segment_progress:
+        lag, lag_seconds = _lag(
+            projection, events, progress.checkpoint, count_limit, (progress.segment, live.segments)
+        )
+        statuses.append(
+            SegmentStatus(
+                segment=progress.segment,
+                checkpoint=progress.checkpoint,
+                events_applied=progress.events_applied,
+                owner=progress.owner,
+                running=progress.segment in held,
+                lag_events=min(lag, count_limit),
+                lag_seconds=lag_seconds,
+                parked=sum(1 for event in parked if event.segment == progress.segment),
+            )
+        )
+    return tuple(statuses)
 
 
 def wait_for(

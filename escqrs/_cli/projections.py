@@ -13,7 +13,9 @@ depends on it, and the other commands start without it.
 from __future__ import annotations
 
 import enum
+import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -47,6 +49,8 @@ from escqrs._cli._common import (
     open_app,
     out_console,
     read_model_store,
+    require_uri,
+    settings,
 )
 from escqrs.app import AppSpec
 from eventsourcing_cqrs.event_store.port import EventStore
@@ -251,6 +255,20 @@ def status_rows(
                     "checkpoint": building.checkpoint,
                     "events_applied": building.events_applied,
                 },
+                "workers": status.workers,
+                "segments": [
+                    {
+                        "segment": segment.segment,
+                        "owner": segment.owner,
+                        "running": segment.running,
+                        "checkpoint": segment.checkpoint,
+                        "events_applied": segment.events_applied,
+                        "lag_events": segment.lag_events,
+                        "lag_seconds": round(segment.lag_seconds, 3),
+                        "parked": segment.parked,
+                    }
+                    for segment in status.segments
+                ],
             }
         )
     return rows
@@ -288,6 +306,9 @@ def status_table(statuses: Sequence[ProjectionStatus], kinds: Mapping[str, str] 
         if kind != PROJECTION:
             version = "—"
         state = status.state.value + (" (running)" if status.running else "")
+        if status.segments:
+            workers = f"{status.workers} worker{'' if status.workers == 1 else 's'}"
+            state += f", {len(status.segments)} segments, {workers}"
         if status.building is not None:
             state += f", building v{status.building.version}: {status.building.events_applied} events"
         lag = f"{status.lag_events}{'+' if status.lag_capped else ''} events"
@@ -309,6 +330,47 @@ def status_table(statuses: Sequence[ProjectionStatus], kinds: Mapping[str, str] 
     return table
 
 
+def segments_table(status: ProjectionStatus) -> Table:
+    """One row per segment of a segmented projection: owner, checkpoint, lag, parked count."""
+    workers = f"{status.workers} worker{'' if status.workers == 1 else 's'} running"
+    table = Table(
+        title=f"Segments of {status.name} ({workers})",
+        title_justify="left",
+        header_style="bold",
+    )
+    table.add_column("segment", justify="right")
+    table.add_column("owner")
+    table.add_column("running")
+    table.add_column("checkpoint", justify="right")
+    table.add_column("applied", justify="right")
+    table.add_column("lag", justify="right")
+    table.add_column("parked", justify="right")
+    for segment in status.segments:
+        lag = f"{segment.lag_events} events"
+        if segment.lag_events:
+            lag += f" / {segment.lag_seconds:.1f} s"
+        table.add_row(
+            str(segment.segment),
+            segment.owner or "—",
+            Text("yes", style="green") if segment.running else Text("no", style="dim"),
+            "—" if segment.checkpoint is None else str(segment.checkpoint),
+            str(segment.events_applied),
+            lag,
+            Text(str(segment.parked), style="red" if segment.parked else ""),
+        )
+    return table
+
+
+def _print_statuses(statuses: Sequence[ProjectionStatus], kinds: Mapping[str, str]) -> None:
+    """The status table, then a segments table for each segmented projection."""
+    console = out_console()
+    console.print(status_table(statuses, kinds))
+    for status in statuses:
+        if status.segments:
+            console.print()
+            console.print(segments_table(status))
+
+
 def _parked_row(event: ParkedEvent, kind: str) -> dict[str, Any]:
     return {
         "projection": event.projection,
@@ -324,7 +386,22 @@ def _parked_row(event: ParkedEvent, kind: str) -> dict[str, Any]:
         "parked_at": event.parked_at.isoformat(),
         "recorded_at": event.recorded_at.isoformat(),
         "retry_requested": event.retry_requested,
+        "key": event.key,
+        "segment": event.segment,
+        "held_back": event.held_back,
     }
+
+
+def _by_key(events: Sequence[ParkedEvent]) -> list[list[ParkedEvent]]:
+    """Parked events grouped by projection, segment and sequencing key, each group by position.
+
+    The first event of a group is the one that failed; the rest were parked behind it (held
+    back, never attempted), since a key's events are applied in order.
+    """
+    groups: dict[tuple[str, int | None, str], list[ParkedEvent]] = {}
+    for event in sorted(events, key=lambda e: (e.projection, e.position)):
+        groups.setdefault((event.projection, event.segment, event.key), []).append(event)
+    return list(groups.values())
 
 
 def _described(target: Target) -> dict[str, Any]:
@@ -406,7 +483,8 @@ def status(
 
     Of each projection, reactor and process manager (or of those named). A reactor that has never
     run is 'new', its lag the whole history it handles: where it starts is decided by its first
-    'escqrs projections run'.
+    'escqrs projections run'. A segmented projection also shows how many worker processes run it
+    and one row per segment: who owns it, whether it runs, its checkpoint, lag and parked events.
     """
     from projections import projection_status  # noqa: PLC0415 - the read side only when needed
 
@@ -422,7 +500,7 @@ def status(
     if json_output:
         emit_json(status_rows(statuses, kinds))
     else:
-        out_console().print(status_table(statuses, kinds))
+        _print_statuses(statuses, kinds)
 
 
 @projections_app.command(
@@ -454,6 +532,20 @@ def run(
             show_default=False,
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            metavar="K",
+            help=(
+                "Run one segmented projection as K worker processes on this machine (each an "
+                "'escqrs projections run NAME' with the same settings), sharing its segments out "
+                "through the read model store; waits for them and stops them on Ctrl-C or SIGTERM."
+            ),
+        ),
+    ] = 1,
+    as_worker: Annotated[bool, typer.Option("--as-worker", hidden=True)] = False,
     store: StoreOption = None,
     read_models: ReadModelsOption = None,
     app: AppOption = DEFAULT_APP,
@@ -464,6 +556,14 @@ def run(
     Each runs in its own thread; on a signal the current batches commit, then they stop. A reactor
     or process manager dispatches its commands through the application's command bus, and only
     one runner of each name is active at a time, across processes.
+
+    A segmented projection (one with 'segments = N') is run by workers: this process is one, and
+    any number of others, here or on other machines sharing the read model store, take their
+    share of its segments (started or stopped at any time; the segments move between them).
+    --workers K starts K such worker processes of one segmented projection here, waits for them
+    (with --until-caught-up, until each has caught up), forwards Ctrl-C and SIGTERM to them so
+    that they stop gracefully, and fails if any of them failed. An unsegmented projection (or a
+    reactor) has one runner at a time, holding its lease: --workers is refused for it.
 
     A reactor that has never run, on an event store already holding events it handles, starts
     where --from says: 'now' (past events fire nothing) or 'beginning' (it reacts to the whole
@@ -476,6 +576,18 @@ def run(
     spec = open_app(app)
     selected = _select(spec, names)
     console = err_console()
+    if workers > 1:
+        _run_workers(
+            spec,
+            selected,
+            workers,
+            until_caught_up=until_caught_up,
+            batch_size=batch_size,
+            store=require_uri(store, "--store", "ESCQRS_STORE"),
+            read_models=require_uri(read_models, "--read-models", "ESCQRS_READ_MODELS"),
+            app=app,
+        )
+        return
     if start_from is not None and not any(target.reacts for target in selected):
         console.print(
             f"--from {start_from.value} is ignored: it concerns reactors and process managers only."
@@ -504,15 +616,178 @@ def run(
             )
         listed = ", ".join(markup(t.name) for t in selected)
         if until_caught_up:
-            console.print(f"Catching up {listed}…")
+            if not as_worker:
+                console.print(f"Catching up {listed}…")
             interrupted = _catch_up(runners, again=any(target.reacts for target in selected))
         else:
-            console.print(f"Running {listed}. Press Ctrl-C to stop.")
+            if not as_worker:
+                console.print(f"Running {listed}. Press Ctrl-C to stop.")
             interrupted = _run_until_stopped(runners)
         statuses = [runner.status() for runner in runners]
+    if as_worker:
+        return  # the command that started this worker reports, once for all of them
     if interrupted[0]:
         console.print("Stopped: every batch in flight was committed.")
-    out_console().print(status_table(statuses, {target.name: target.kind for target in selected}))
+    _print_statuses(statuses, {target.name: target.kind for target in selected})
+
+
+#: How long the workers have to stop once signalled, before they are killed as the command ends.
+_WORKER_STOP_SECONDS = 60.0
+
+
+def _run_workers(
+    spec: AppSpec,
+    selected: Sequence[Target],
+    workers: int,
+    *,
+    until_caught_up: bool,
+    batch_size: int | None,
+    store: str,
+    read_models: str,
+    app: str,
+) -> None:
+    """``run NAME --workers K``: K worker processes of one segmented projection (see ``run``)."""
+    from projections import projection_status  # noqa: PLC0415 - the read side only when needed
+
+    if len(selected) != 1:
+        raise CliError(
+            f"--workers {workers} runs the workers of one segmented projection: name exactly one "
+            f"(not {len(selected)})."
+        )
+    (target,) = selected
+    segments = 1 if target.projection is None else target.projection.segments
+    if segments == 1:
+        raise CliError(
+            f"--workers {workers} is refused for {target.label}: it is not segmented, so one runner at a "
+            "time holds its lease and the other workers would only wait for it. Run it without "
+            "--workers, or give the projection 'segments = N' (N > 1) to share its events out."
+        )
+    assert target.projection is not None
+    console = err_console()
+    # Both stores are opened here first, so that a wrong URI fails once rather than once per worker.
+    with event_store(store), read_model_store(read_models, must_exist=False):
+        pass
+    processes = _start_workers(
+        target.name,
+        workers,
+        until_caught_up=until_caught_up,
+        batch_size=batch_size,
+        store=store,
+        read_models=read_models,
+        app=app,
+    )
+    pids = ", ".join(str(process.pid) for process in processes)
+    doing = "catching up" if until_caught_up else "running"
+    console.print(
+        f"Started {workers} workers of {markup(target.name)} ({segments} segments), {doing}: "
+        f"pids {pids}. Press Ctrl-C to stop."
+    )
+    interrupted, codes = _supervise(processes)
+    failed = [
+        (process.pid, code)
+        for process, code in zip(processes, codes, strict=True)
+        if code != 0 and not (interrupted and code in _SIGNALLED)
+    ]
+    if interrupted:
+        console.print("Stopped: every worker committed its batches in flight and stopped.")
+    with event_store(store) as events, read_model_store(read_models) as views:
+        statuses = [projection_status(target.projection, events, views)]
+    _print_statuses(statuses, {target.name: target.kind})
+    if failed:
+        listed = ", ".join(f"pid {pid} exited with {code}" for pid, code in failed)
+        raise CliError(
+            f"{len(failed)} of the {workers} workers of {target.name!r} failed ({listed}); "
+            "their errors are above."
+        )
+
+
+#: Exit codes of a worker that a forwarded signal ended before it could stop gracefully (it
+#: was still starting): stopped, not failed.
+_SIGNALLED = frozenset({-signal.SIGINT, -signal.SIGTERM})
+
+
+def _start_workers(
+    name: str,
+    workers: int,
+    *,
+    until_caught_up: bool,
+    batch_size: int | None,
+    store: str,
+    read_models: str,
+    app: str,
+) -> list[subprocess.Popen[bytes]]:
+    """Start ``workers`` processes of ``escqrs projections run NAME``, with this one's settings.
+
+    The settings go through the environment rather than the command line, where any user of the
+    machine could read a password in a store URI.
+    """
+    env = {
+        **os.environ,
+        "ESCQRS_STORE": store,
+        "ESCQRS_READ_MODELS": read_models,
+        "ESCQRS_APP": app,
+    }
+    if settings.debug:
+        env["ESCQRS_DEBUG"] = "1"
+    verbosity = ["-" + "v" * settings.verbose] if settings.verbose else []
+    command = [sys.executable, "-m", "escqrs.cli", *verbosity, "projections", "run", name, "--as-worker"]
+    if until_caught_up:
+        command.append("--until-caught-up")
+    if batch_size is not None:
+        command += ["--batch-size", str(batch_size)]
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for _ in range(workers):
+            # stdout is the parent's report alone; logs and errors go to the shared stderr.
+            processes.append(
+                subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+            )
+    except BaseException:
+        for process in processes:
+            process.terminate()
+        raise
+    return processes
+
+
+def _supervise(processes: Sequence[subprocess.Popen[bytes]]) -> tuple[bool, list[int]]:
+    """Wait for the workers; forward SIGINT and SIGTERM to them; stop them all when one fails.
+
+    Returns whether a signal arrived, and each worker's exit code.
+    """
+    interrupted = [False]
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        del frame
+        interrupted[0] = True
+        _signal_all(processes, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stopping = False
+    try:
+        while any(process.poll() is None for process in processes):
+            if not stopping and any(process.returncode not in (None, 0) for process in processes):
+                # One failed: stop the others, as a failing runner stops the command's other runners.
+                stopping = True
+                _signal_all(processes, signal.SIGTERM)
+            time.sleep(0.1)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for process in processes:
+            if process.poll() is None:  # only on an error of ours: never leave a worker behind
+                process.terminate()
+                try:
+                    process.wait(_WORKER_STOP_SECONDS)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+    return interrupted[0], [process.returncode for process in processes]
+
+
+def _signal_all(processes: Sequence[subprocess.Popen[bytes]], signum: int) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signum)
 
 
 def _start_from(
@@ -637,8 +912,11 @@ def rebuild(
     """Rebuild a read model from the start of $all beside the live one, then switch (blue/green).
 
     The live read model keeps serving meanwhile. Ctrl-C stops after the current batch; run the
-    same command again to resume where it stopped. Reactors and process managers are not rebuilt:
-    that would fire their history's effects again (see 'escqrs projections drop').
+    same command again to resume where it stopped. A segmented projection is rebuilt with one
+    thread per segment (segments a worker elsewhere is building are left to it), the progress
+    showing the total and each segment; it switches once every segment is built. Reactors and
+    process managers are not rebuilt: that would fire their history's effects again (see
+    'escqrs projections drop').
     """
     from projections import ProjectionRunner  # noqa: PLC0415 - the read side only when needed
 
@@ -670,6 +948,7 @@ def rebuild(
         "resumed": report.resumed,
         "switched": report.switched,
         "position": report.position,
+        "segments": projection.segments,
     }
     if json_output:
         emit_json(result)
@@ -682,30 +961,58 @@ def rebuild(
     )
 
 
+#: Up to this many segments, a segmented rebuild shows one progress line per segment (beyond,
+#: the main line counts the segments built).
+_SEGMENT_LINES = 16
+
+
 @contextmanager
 def _progress_bar(console: Any, name: str) -> Iterator[Callable[[RebuildProgress], None]]:
-    """A rich progress bar fed by the rebuild's progress callback (its rate and ETA)."""
+    """A rich progress bar fed by the rebuild's progress callback (its rate and ETA).
+
+    For a segmented projection the main line is the total, followed by one line per segment
+    (events applied, checkpoint, built or not) and a count of the segments built.
+    """
     bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"),
-        TextColumn("ETA {task.fields[eta]}"),
+        TextColumn("{task.fields[eta]}"),
         TimeElapsedColumn(),
         console=console,
         transient=False,
     )
-    task: TaskID = bar.add_task(f"rebuild {name}", total=None, rate="—/s", eta="—")
+    task: TaskID = bar.add_task(f"rebuild {name}", total=None, rate="—/s", eta="ETA —")
+    lines: dict[int, TaskID] = {}
 
     def show(progress: RebuildProgress) -> None:
         eta = "—" if progress.eta is None else _duration(progress.eta)
+        segments = progress.segments
+        built = sum(1 for segment in segments if segment.caught_up)
         bar.update(
             task,
             completed=progress.done,
             total=max(progress.total, 1),
             rate=f"{progress.rate:,.0f} events/s",
-            eta=eta,
+            eta=f"ETA {eta}" + (f", {built}/{len(segments)} segments built" if segments else ""),
         )
+        if len(segments) > _SEGMENT_LINES:
+            return
+        for segment in segments:
+            if segment.segment not in lines:
+                lines[segment.segment] = bar.add_task(
+                    f"  segment {segment.segment}", total=None, rate="", eta=""
+                )
+            at = "—" if segment.checkpoint is None else str(segment.checkpoint)
+            bar.update(
+                lines[segment.segment],
+                completed=segment.events_applied,
+                # A segment's share of the total is unknown until it has caught up.
+                total=segment.events_applied if segment.caught_up else None,
+                rate=f"checkpoint {at}",
+                eta="built" if segment.caught_up else "building",
+            )
 
     with bar:
         yield show
@@ -733,10 +1040,15 @@ def parked(
     json_output: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Events set aside after failing every retry: whose, where, which type, why, how often.
+    """Events set aside after failing every retry, by sequencing key: whose, where, why, what waits.
 
-    Of every projection, reactor and process manager of the app, or of those named. Nothing was
-    dispatched for a reactor's parked event: 'escqrs projections retry NAME' reacts to it again.
+    Of every projection, reactor and process manager of the app, or of those named. Parking is
+    ordered: the later events of a parked event's key (its stream, unless the projection says
+    otherwise) are parked behind it, held back and never attempted, until a retry replays the
+    key's events in order. Each row is one key: the event that failed (its error and attempts),
+    then the events held back behind it. --json lists every parked event, with its key, segment
+    and whether it is held back. Nothing was dispatched for a reactor's parked event: 'escqrs
+    projections retry NAME' reacts to it again.
     """
     configure_logging(debug=debug)
     spec = open_app(app)
@@ -746,29 +1058,56 @@ def parked(
     if json_output:
         emit_json([_parked_row(event, kind) for kind, event in events])
         return
-    table = Table(title=f"{len(events)} parked events", title_justify="left", header_style="bold")
-    for column in ("name", "kind", "position", "stream@rev", "type", "attempts", "parked (UTC)", "error"):
+    kinds = {target.name: target.kind for target in selected}
+    groups = _by_key([event for _, event in events])
+    segmented = any(event.segment is not None for _, event in events)
+    keys = f"{len(groups)} key{'' if len(groups) == 1 else 's'}"
+    table = Table(
+        title=f"{len(events)} parked event{'' if len(events) == 1 else 's'} in {keys}",
+        title_justify="left",
+        header_style="bold",
+    )
+    columns = ["name", "kind", "key", *(["segment"] if segmented else [])]
+    columns += ["position", "stream@rev", "type", "attempts", "parked (UTC)", "error", "held back"]
+    for column in columns:
         table.add_column(
-            column, overflow="fold", justify="right" if column in ("position", "attempts") else "left"
+            column,
+            overflow="fold",
+            justify="right" if column in ("segment", "position", "attempts") else "left",
         )
-    for kind, event in events:
-        table.add_row(
-            event.projection,
-            kind,
-            str(event.position),
-            f"{event.stream}@{event.revision}",
-            event.event_type,
-            str(event.attempts) + (" (retry requested)" if event.retry_requested else ""),
-            format_time(event.parked_at),
-            event.error,
-        )
+    for group in groups:
+        first, behind = group[0], group[1:]
+        cells = [first.projection, kinds.get(first.projection, PROJECTION), first.key]
+        if segmented:
+            cells.append("—" if first.segment is None else str(first.segment))
+        cells += [
+            str(first.position),
+            f"{first.stream}@{first.revision}",
+            first.event_type,
+            str(first.attempts) + (" (retry requested)" if first.retry_requested else ""),
+            format_time(first.parked_at),
+            first.error,
+            _held_back_cell(behind),
+        ]
+        table.add_row(*cells)
     out_console().print(table)
+
+
+def _held_back_cell(behind: Sequence[ParkedEvent]) -> str:
+    """``2 (positions 45, 46)``: the events parked behind a key's failing one."""
+    if not behind:
+        return "none"
+    positions = [str(event.position) for event in behind]
+    if len(positions) > 10:
+        positions = [*positions[:10], "…"]
+    return f"{len(behind)} (position{'' if len(behind) == 1 else 's'} {', '.join(positions)})"
 
 
 @projections_app.command(
     "retry",
     epilog=examples(
         "escqrs projections retry account_list --position 1234 --read-models sqlite:///views.db",
+        "escqrs projections retry account_list --key Account-42",
         "escqrs projections retry transfers --store sqlite:///bank.db --read-models sqlite:///views.db",
     ),
 )
@@ -782,7 +1121,19 @@ def retry(
     ],
     positions: Annotated[
         list[int] | None,
-        typer.Option("--position", min=0, help="Retry only the event at this position (repeatable)."),
+        typer.Option(
+            "--position",
+            min=0,
+            help="Retry the event at this position, and the rest of its key with it (repeatable).",
+        ),
+    ] = None,
+    keys: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--key",
+            metavar="KEY",
+            help="Retry the parked events of this sequencing key, in order (repeatable).",
+        ),
     ] = None,
     timeout: Annotated[
         float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the retries.")
@@ -793,28 +1144,33 @@ def retry(
     json_output: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Retry parked events (all of NAME's, or those at --position).
+    """Retry parked events: all of NAME's, or the keys of those at --position and those of --key.
 
-    When a runner of NAME is running (in any process), it retries them; otherwise they are
-    retried here, under NAME's lease. A reactor or process manager reacts to each event again,
-    dispatching its commands through the application's command bus (each still applies once).
+    A key's parked events (see 'escqrs projections parked') are replayed together, in order, up
+    to the first that fails again: it and the rest of its key stay parked. When a runner of NAME
+    is running (in any process), it retries them; otherwise they are retried here, under NAME's
+    lease. A reactor or process manager reacts to each event again, dispatching its commands
+    through the application's command bus (each still applies once). An unknown position or key
+    is refused before anything is retried.
     """
     from projections import ProjectionRunner, ReactorRunner  # noqa: PLC0415 - the read side only when needed
-    from projections.read_model_store.port import LeaseRole  # noqa: PLC0415
 
     configure_logging(debug=debug)
     spec = open_app(app)
     target = _one(spec, name)
     with event_store(store) as events, read_model_store(read_models) as views:
-        before = {event.position for event in views.parked_events(name)}
-        if not before:
+        parked_before = views.parked_events(name)
+        before = {event.position for event in parked_before}
+        if not before and not positions and not keys:
             if json_output:
-                emit_json({"projection": name, "count": 0, "retried": [], "still_parked": []})
+                emit_json({"projection": name, "count": 0, "retried": [], "still_parked": [], "keys": []})
             else:
                 out_console().print(f"Nothing parked for [cyan]{markup(name)}[/cyan].")
             return
-        if views.lease_held(name, LeaseRole.RUN):
-            views.request_retry(name, positions)
+        chosen = _chosen_keys(name, parked_before, positions, keys)
+        selected = {event.position for event in parked_before if event.key in chosen}
+        if _runs_elsewhere(views, target.checkpoint_projection(spec, events)):
+            views.request_retry(name, positions, keys=keys)
             _wait_for_retries(views, name, timeout)
         else:
             runner: ProjectionRunner
@@ -823,21 +1179,96 @@ def retry(
             else:
                 assert target.projection is not None
                 runner = ProjectionRunner(target.projection, events, views)
-            runner.retry_parked(positions, timeout=timeout)
-        after = {event.position for event in views.parked_events(name)}
+            runner.retry_parked(positions, keys=keys, timeout=timeout)
+        parked_after = views.parked_events(name)
+    after = {event.position for event in parked_after}
     retried = sorted(before - after)
-    result = {"projection": name, "count": len(retried), "retried": retried, "still_parked": sorted(after)}
+    still = _by_key(parked_after)
+    result = {
+        "projection": name,
+        "count": len(retried),
+        "retried": retried,
+        "still_parked": sorted(after),
+        "keys": sorted(chosen),
+        "still_parked_keys": [
+            {"key": group[0].key, "segment": group[0].segment, "positions": [e.position for e in group]}
+            for group in still
+        ],
+    }
     if json_output:
         emit_json(result)
     else:
-        out_console().print(
-            f"Retried {len(retried)} parked event(s) of [cyan]{markup(name)}[/cyan]; "
-            f"{len(after)} still parked."
+        console = out_console()
+        console.print(
+            f"Applied {len(retried)} parked event(s) of [cyan]{markup(name)}[/cyan] "
+            f"({_plural(len(chosen), 'key')} retried); {len(after)} still parked"
+            + ("." if not still else f", in {_plural(len(still), 'key')}:")
         )
-    if after & (before if positions is None else set(positions)):
+        for group in still:
+            first = group[0]
+            console.print(
+                f"  {markup(first.key)}: position {first.position} ({markup(first.error)}), "
+                f"held back behind it: {_held_back_cell(group[1:])}"
+            )
+    failed_again = after & selected
+    if failed_again:
         raise CliError(
-            f"{len(after)} event(s) of {name!r} failed again; see 'escqrs projections parked {name}'."
+            f"{len(failed_again)} event(s) of {name!r} are still parked (a retried event failed again); "
+            f"see 'escqrs projections parked {name}'."
         )
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _chosen_keys(
+    name: str,
+    parked: Sequence[ParkedEvent],
+    positions: Sequence[int] | None,
+    keys: Sequence[str] | None,
+) -> set[str]:
+    """The sequencing keys a retry replays (every parked one without a selection).
+
+    Raises :class:`CliError` for a position or key with no parked event, before anything changed.
+    """
+    known = {event.key for event in parked}
+    if not positions and not keys:
+        return known
+    at = {event.position: event.key for event in parked}
+    missing = [str(position) for position in positions or () if position not in at]
+    unknown = [key for key in keys or () if key not in known]
+    problems = []
+    if missing:
+        problems.append(f"no parked event at position {', '.join(missing)}")
+    if unknown:
+        problems.append(f"no parked event of key {', '.join(repr(key) for key in unknown)}")
+    if problems:
+        listed = ", ".join(repr(key) for key in sorted(known)) or "none"
+        raise CliError(
+            f"Nothing was retried for {name!r}: {'; '.join(problems)} (parked keys: {listed}); "
+            f"see 'escqrs projections parked {name}'."
+        )
+    return {at[position] for position in positions or ()} | set(keys or ())
+
+
+def _runs_elsewhere(views: ReadModelStore, projection: Projection) -> bool:
+    """Whether a runner of ``projection`` is running (in any process), to retry at our request.
+
+    A segmented projection runs when a worker is alive or any segment's lease is held: its
+    segment runners retry what is requested of their segments.
+    """
+    from projections.read_model_store.port import MAX_SEGMENTS, LeaseRole  # noqa: PLC0415
+
+    name = projection.name
+    if views.lease_held(name, LeaseRole.RUN):
+        return True
+    if projection.segments == 1:
+        return False
+    return bool(
+        views.leases_held(name, LeaseRole.WORKER, MAX_SEGMENTS)
+        or views.leases_held(name, LeaseRole.RUN, projection.segments)
+    )
 
 
 def _wait_for_retries(views: Any, name: str, timeout: float) -> None:

@@ -133,6 +133,16 @@ class ReactionEngine:
     has_deadlines: bool = False
     #: ``"stop"`` or ``"park"``: the reactor's or process manager's ``failure_policy``.
     failure_policy: str = "stop"
+    #: How many segments the runner splits it into (see :meth:`sequencing_key`).
+    segments: int = 1
+
+    def sequencing_key(self, recorded: RecordedEvent) -> str:
+        """The key whose events are reacted to in order (and held back behind a parked one).
+
+        The event's stream for a reactor; for a process manager, the stream of the instance
+        the event routes to.
+        """
+        return recorded.stream
 
     def event_filter(self) -> EventFilter:
         """The subscription's server-side filter."""
@@ -185,6 +195,7 @@ class ReactorEngine(ReactionEngine):
         self._reactor = reactor
         self.name = reactor.name
         self.failure_policy = reactor.failure_policy
+        self.segments = reactor.segments
         self._bus = bus
         self._clock = clock
         self._actor = f"reactor:{reactor.name}"
@@ -264,6 +275,7 @@ class ProcessEngine(ReactionEngine):
         self._manager = manager
         self.name = manager.name
         self.failure_policy = manager.failure_policy
+        self.segments = manager.segments
         self._store = store
         self._bus = bus
         self._clock = clock
@@ -291,6 +303,10 @@ class ProcessEngine(ReactionEngine):
             self._cache[stream] = loaded
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
+
+    def sequencing_key(self, recorded: RecordedEvent) -> str:
+        route = self._manager.route(recorded)
+        return recorded.stream if route is None else self._manager.stream_of(route.key)
 
     @property
     def manager(self) -> ProcessManager[Any]:

@@ -65,6 +65,7 @@ from eventsourcing_cqrs.reactions.reactor import (
     reaction_command_id,
     validate_failure_policy,
     validate_reactor_name,
+    validate_segments,
 )
 from eventsourcing_cqrs.serialization import EventRegistry
 
@@ -427,6 +428,10 @@ class ProcessManager(Generic[P]):
     ``failure_policy``
         ``"stop"`` (the default) or ``"park"``: what the runner does with an event whose
         reaction still fails after its retries (see :class:`~eventsourcing_cqrs.reactions.Reactor`).
+    ``segments``
+        How many segments the runner splits it into (1 by default). Events are sequenced by
+        the *instance* they route to (its stream), so one instance's events are decided in
+        order by one segment, whichever stream they come from.
     """
 
     name: ClassVar[str]
@@ -434,11 +439,13 @@ class ProcessManager(Generic[P]):
     commands: ClassVar[tuple[type[Command], ...]] = ()
     registry: ClassVar[EventRegistry | None] = None
     failure_policy: ClassVar[str] = "stop"
+    segments: ClassVar[int] = 1
 
     def __init__(self) -> None:
         label = type(self).__qualname__
         validate_reactor_name(getattr(type(self), "name", None), label)
         validate_failure_policy(type(self).failure_policy, type(self).name)
+        validate_segments(type(self).segments, type(self).name)
         process = getattr(type(self), "process", None)
         if not (isinstance(process, type) and issubclass(process, Process)):
             raise ReactionDefinitionError(self.name, "set process to a Process subclass")

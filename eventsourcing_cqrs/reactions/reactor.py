@@ -59,6 +59,7 @@ __all__ = [
     "Reactor",
     "reaction_command_id",
     "validate_reactor_name",
+    "validate_segments",
 ]
 
 E = TypeVar("E", bound=DomainEvent)
@@ -102,6 +103,15 @@ def validate_reactor_name(name: object, label: str) -> str:
             f"at most 30 characters, not {name!r}",
         )
     return name
+
+
+def validate_segments(segments: object, reactor: str) -> int:
+    """``segments`` if it is a whole number of at least 1 (the runner checks the upper bound)."""
+    if isinstance(segments, bool) or not isinstance(segments, int) or segments < 1:
+        raise ReactionDefinitionError(
+            reactor, f"segments must be a whole number of at least 1, not {segments!r}"
+        )
+    return segments
 
 
 def validate_failure_policy(policy: object, reactor: str) -> str:
@@ -162,17 +172,22 @@ class Reactor:
     ids of the commands it issues: never change it. ``registry`` decodes its events (by default
     one made of the classes passed to :meth:`on`). ``failure_policy`` is what the runner does
     with an event whose reaction still fails after its retries: ``"stop"`` (the default: the
-    runner stops, the checkpoint stays before the event) or ``"park"`` (set it aside, go on).
+    runner stops, the checkpoint stays before the event) or ``"park"`` (set it aside, go on;
+    the later events of its stream wait behind it). ``segments`` splits it into that many
+    segments by the triggering event's stream, run by as many worker processes as share its
+    read model store (see :class:`projections.ProjectionRunner`).
     """
 
     name: ClassVar[str]
     registry: ClassVar[EventRegistry | None] = None
     failure_policy: ClassVar[str] = "stop"
+    segments: ClassVar[int] = 1
 
     def __init__(self) -> None:
         label = type(self).__qualname__
         validate_reactor_name(getattr(type(self), "name", None), label)
         validate_failure_policy(type(self).failure_policy, type(self).name)
+        validate_segments(type(self).segments, type(self).name)
         self._handlers: dict[str, tuple[type[DomainEvent], _Handler]] = {}
         self._decoding = EventRegistry() if type(self).registry is None else None
 

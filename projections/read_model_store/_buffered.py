@@ -106,7 +106,19 @@ class GenerationLedger(Protocol):
 
     def set_checkpoint(self, position: int, applied: int) -> None: ...
 
-    def park(self, event: RecordedEvent, error: str, attempts: int) -> None: ...
+    def mark_caught_up(self) -> None: ...
+
+    def park(
+        self,
+        event: RecordedEvent,
+        error: str,
+        attempts: int,
+        *,
+        key: str | None = None,
+        held_back: bool = False,
+    ) -> None: ...
+
+    def parked_keys(self) -> set[str]: ...
 
     def parked_for_retry(self) -> list[ParkedEvent]: ...
 
@@ -350,8 +362,22 @@ class BufferedTransaction(_Documents):
         self.flush()
         self._ledger.set_checkpoint(position, applied)
 
-    def park(self, event: RecordedEvent, error: str, attempts: int) -> None:
-        self._ledger.park(event, error, attempts)
+    def mark_caught_up(self) -> None:
+        self._ledger.mark_caught_up()
+
+    def park(
+        self,
+        event: RecordedEvent,
+        error: str,
+        attempts: int,
+        *,
+        key: str | None = None,
+        held_back: bool = False,
+    ) -> None:
+        self._ledger.park(event, error, attempts, key=key, held_back=held_back)
+
+    def parked_keys(self) -> set[str]:
+        return self._ledger.parked_keys()
 
     def parked_for_retry(self) -> list[ParkedEvent]:
         return self._ledger.parked_for_retry()

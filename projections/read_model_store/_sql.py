@@ -7,7 +7,8 @@ Shared here, written once:
   generation bookkeeping, ``create``/``switch``/``drop_generation``, transactions, reads,
   parked events and retry requests, status records and the lease epoch that fences writers;
 * :class:`Catalog`, the bookkeeping tables (``rm_projections``, ``rm_generations``,
-  ``rm_parked``): their schema and every statement on them;
+  ``rm_parked``, and for segments ``rm_segments`` and ``rm_leases``): their schema, its upgrade
+  from earlier releases, and every statement on them;
 * :class:`SQLDocuments`, a generation's document tables (the
   :class:`~projections.read_model_store._buffered.DocumentSink` of both adapters), and
   :class:`SQLLedger`, the checkpoint and parked events of a transaction;
@@ -55,13 +56,19 @@ from projections.errors import (
 )
 from projections.read_model_store._buffered import BufferedTransaction, ReadOnlyView, Where
 from projections.read_model_store._documents import decode_document
-from projections.read_model_store._lease import holding_every_lease
+from projections.read_model_store._lease import (
+    holding_every_lease,
+    refuse_segment_lease,
+    validate_segment_count,
+    writes_generation,
+)
 from projections.read_model_store._names import (
     index_name,
     physical_table_name,
     quote,
     validate_projection_name,
 )
+from projections.read_model_store._parking import retry_selection
 from projections.read_model_store.port import (
     Document,
     Generation,
@@ -70,6 +77,7 @@ from projections.read_model_store.port import (
     ParkedEvent,
     ProjectionRecord,
     ProjectionState,
+    SegmentProgress,
     TableSpec,
     tables_from_json,
     tables_to_json,
@@ -139,6 +147,8 @@ class Dialect:
     no_limit: int | None
     #: What follows the select of a projection's row in a writer (a share lock, or nothing).
     row_lock: str
+    #: ``(sql, params)`` listing a bookkeeping table's column names (for the schema upgrade).
+    columns: Callable[[str], tuple[str, tuple[Any, ...]]]
     #: A datetime as the database stores it.
     timestamp: Callable[[datetime], Any]
     #: The SQL expression of a document field (indexed, and usable in raw SQL).
@@ -217,6 +227,10 @@ class Session:
 # -- rows -----------------------------------------------------------------------------------
 
 
+#: A parked row's segment column for an unsegmented generation (NULL cannot be compared with ``=``).
+_NO_SEGMENT = -1
+
+
 class ProjectionRow(NamedTuple):
     """A row of ``rm_projections`` (without its name)."""
 
@@ -248,17 +262,26 @@ class GenerationRow(NamedTuple):
     checkpoint: int | None
     events_applied: int
     created_at: Any
+    segments: int
 
-    def to_generation(self, projection: str) -> Generation:
+    def to_generation(self, projection: str, progress: tuple[SegmentProgress, ...] = ()) -> Generation:
         tables = self.tables if isinstance(self.tables, str) else bytes(self.tables).decode()
+        checkpoint = None if self.checkpoint is None else int(self.checkpoint)
+        applied = int(self.events_applied)
+        if progress:
+            checkpoints = [segment.checkpoint for segment in progress]
+            checkpoint = None if None in checkpoints else min(c for c in checkpoints if c is not None)
+            applied = sum(segment.events_applied for segment in progress)
         return Generation(
             projection=projection,
             number=int(self.generation),
             version=int(self.version),
             tables=tables_from_json(tables),
-            checkpoint=None if self.checkpoint is None else int(self.checkpoint),
-            events_applied=int(self.events_applied),
+            checkpoint=checkpoint,
+            events_applied=applied,
             created_at=as_datetime(self.created_at),
+            segments=int(self.segments),
+            segment_progress=progress,
         )
 
 
@@ -280,6 +303,9 @@ class ParkedRow(NamedTuple):
     attempts: int
     parked_at: Any
     retry_requested: bool | int
+    key: str
+    segment: int
+    held_back: bool | int
 
     def to_event(self) -> ParkedEvent:
         return ParkedEvent(
@@ -298,6 +324,9 @@ class ParkedRow(NamedTuple):
             attempts=int(self.attempts),
             parked_at=as_datetime(self.parked_at),
             retry_requested=bool(self.retry_requested),
+            key=str(self.key),
+            segment=None if int(self.segment) == _NO_SEGMENT else int(self.segment),
+            held_back=bool(self.held_back),
         )
 
 
@@ -318,9 +347,29 @@ class Catalog:
         self.projections = f"{dialect.prefix}rm_projections"
         self.generations = f"{dialect.prefix}rm_generations"
         self.parked = f"{dialect.prefix}rm_parked"
+        self.segments = f"{dialect.prefix}rm_segments"
+        self.leases = f"{dialect.prefix}rm_leases"
+
+    def upgrade(self, session: Session) -> None:
+        """Add the columns later releases introduced to tables an earlier one created."""
+        d = self.dialect
+        added = {
+            "rm_generations": [f"segments {d.integer} NOT NULL DEFAULT 1"],
+            "rm_parked": [
+                "key TEXT NOT NULL DEFAULT ''",
+                f"segment {d.integer} NOT NULL DEFAULT {_NO_SEGMENT}",
+                f"held_back {d.boolean} NOT NULL DEFAULT {d.false}",
+            ],
+        }
+        for table, columns in added.items():
+            sql, params = d.columns(table)
+            present = {str(name) for (name,) in session.fetch(sql, params)}
+            for column in columns:
+                if column.split()[0] not in present:
+                    session.run(f"ALTER TABLE {d.prefix}{table} ADD COLUMN {column}")
 
     def schema(self) -> list[str]:
-        """``CREATE TABLE IF NOT EXISTS`` for the three tables."""
+        """``CREATE TABLE IF NOT EXISTS`` for the bookkeeping tables."""
         d = self.dialect
         return [
             f"""CREATE TABLE IF NOT EXISTS {self.projections} (
@@ -342,7 +391,24 @@ class Catalog:
                 checkpoint {d.integer},
                 events_applied {d.integer} NOT NULL DEFAULT 0,
                 created_at {d.timestamp_type} NOT NULL,
+                segments {d.integer} NOT NULL DEFAULT 1,
                 PRIMARY KEY (projection, generation))""",
+            f"""CREATE TABLE IF NOT EXISTS {self.segments} (
+                projection TEXT NOT NULL,
+                generation {d.integer} NOT NULL,
+                segment {d.integer} NOT NULL,
+                checkpoint {d.integer},
+                events_applied {d.integer} NOT NULL DEFAULT 0,
+                caught_up {d.boolean} NOT NULL DEFAULT {d.false},
+                PRIMARY KEY (projection, generation, segment))""",
+            f"""CREATE TABLE IF NOT EXISTS {self.leases} (
+                projection TEXT NOT NULL,
+                role TEXT NOT NULL,
+                segment {d.integer} NOT NULL,
+                epoch {d.integer} NOT NULL,
+                owner TEXT NOT NULL,
+                acquired_at {d.timestamp_type} NOT NULL,
+                PRIMARY KEY (projection, role, segment))""",
             f"""CREATE TABLE IF NOT EXISTS {self.parked} (
                 projection TEXT NOT NULL,
                 generation {d.integer} NOT NULL,
@@ -359,6 +425,9 @@ class Catalog:
                 attempts INTEGER NOT NULL,
                 parked_at {d.timestamp_type} NOT NULL,
                 retry_requested {d.boolean} NOT NULL DEFAULT {d.false},
+                key TEXT NOT NULL DEFAULT '',
+                segment {d.integer} NOT NULL DEFAULT {_NO_SEGMENT},
+                held_back {d.boolean} NOT NULL DEFAULT {d.false},
                 PRIMARY KEY (projection, generation, position))""",
         ]
 
@@ -387,15 +456,38 @@ class Catalog:
         Raises :class:`LeaseLostError` unless ``lease`` is current, and
         :class:`GenerationChangedError` unless its role writes ``generation`` (``None``: any).
         """
-        self.ensure_row(session, projection)
-        row = self.row(session, projection, lock=True)
-        assert row is not None
-        current = row.epoch(lease.role)
+        if lease.segment is None:
+            self.ensure_row(session, projection)
+            row = self.row(session, projection, lock=True)
+            assert row is not None
+            current = row.epoch(lease.role)
+        else:
+            # A segment's fence is its own lease row. The projection's row is read without the
+            # share lock: a batch holds its transaction open while its handlers run, and segments
+            # holding that lock would queue every update of the row (state, epochs) behind all of
+            # their batches, and every later batch behind that update. A switch that races with a
+            # segment's commit only drops the generation that commit wrote to.
+            current = self.segment_epoch(session, lease)
+            found = self.row(session, projection)
+            if found is None:
+                raise GenerationChangedError(projection, generation or 0)
+            row = found
         if not lease.held or lease.epoch != current:
             raise LeaseLostError(projection, lease.role.value, lease.epoch, current)
         if generation is not None and row.written_by(lease.role) != generation:
             raise GenerationChangedError(projection, generation)
         return row
+
+    def segment_epoch(self, session: Session, lease: Lease) -> int:
+        """The current epoch of a segment's lease (locked against a takeover, like the row)."""
+        rows = session.fetch(
+            self.dialect.sql(
+                f"SELECT epoch FROM {self.leases} WHERE projection = ? AND role = ? AND segment = ?"
+                + self.dialect.row_lock
+            ),
+            (lease.projection, lease.role.value, lease.segment),
+        )
+        return int(rows[0][0]) if rows else 0
 
     def describe(self, session: Session, projection: str) -> ProjectionRecord:
         row = self.row(session, projection)
@@ -403,8 +495,8 @@ class Catalog:
             return ProjectionRecord(projection, None, None, ProjectionState.NEW, None, None, None)
         return ProjectionRecord(
             name=projection,
-            live=self.generation(session, projection, row.live_generation),
-            building=self.generation(session, projection, row.building_generation),
+            live=self.generation(session, projection, row.live_generation, LeaseRole.RUN),
+            building=self.generation(session, projection, row.building_generation, LeaseRole.REBUILD),
             state=_state_from_text(row.state),
             last_error=row.last_error,
             last_error_at=None if row.last_error_at is None else as_datetime(row.last_error_at),
@@ -432,10 +524,28 @@ class Catalog:
                 (state.value, stamp, error, stamp, projection),
             )
 
-    def bump_epoch(self, session: Session, projection: str, role: LeaseRole) -> int:
-        """Bump ``role``'s epoch and return the new one."""
-        column = "run_epoch" if role is LeaseRole.RUN else "rebuild_epoch"
+    def bump_epoch(
+        self, session: Session, projection: str, role: LeaseRole, segment: int | None, owner: str
+    ) -> int:
+        """Bump the epoch of ``role``'s lease (of ``segment``, if any) and return the new one."""
         self.ensure_row(session, projection)
+        if segment is not None:
+            d = self.dialect
+            session.run(
+                d.sql(
+                    f"INSERT INTO {self.leases} (projection, role, segment, epoch, owner, acquired_at) "
+                    "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (projection, role, segment) DO UPDATE SET "
+                    f"epoch = {self.leases}.epoch + 1, owner = excluded.owner, "
+                    "acquired_at = excluded.acquired_at"
+                ),
+                (projection, role.value, segment, owner, d.timestamp(now())),
+            )
+            ((epoch,),) = session.fetch(
+                d.sql(f"SELECT epoch FROM {self.leases} WHERE projection = ? AND role = ? AND segment = ?"),
+                (projection, role.value, segment),
+            )
+            return int(epoch)
+        column = "run_epoch" if role is LeaseRole.RUN else "rebuild_epoch"
         session.run(
             self.dialect.sql(f"UPDATE {self.projections} SET {column} = {column} + 1 WHERE name = ?"),
             (projection,),
@@ -447,7 +557,10 @@ class Catalog:
 
     # -- generations ----------------------------------------------------------------------
 
-    def generation(self, session: Session, projection: str, number: int | None) -> Generation | None:
+    def generation(
+        self, session: Session, projection: str, number: int | None, role: LeaseRole = LeaseRole.RUN
+    ) -> Generation | None:
+        """Generation ``number``, with its segments' progress (owners: of ``role``'s leases)."""
         if number is None:
             return None
         rows = session.fetch(
@@ -457,12 +570,45 @@ class Catalog:
             ),
             (projection, number),
         )
-        return GenerationRow._make(rows[0]).to_generation(projection) if rows else None
+        if not rows:
+            return None
+        row = GenerationRow._make(rows[0])
+        progress: tuple[SegmentProgress, ...] = ()
+        if row.segments > 1:
+            segment_rows = session.fetch(
+                self.dialect.sql(
+                    f"SELECT s.segment, s.checkpoint, s.events_applied, s.caught_up, l.owner "
+                    f"FROM {self.segments} s LEFT JOIN {self.leases} l ON l.projection = s.projection "
+                    "AND l.role = ? AND l.segment = s.segment "
+                    "WHERE s.projection = ? AND s.generation = ? ORDER BY s.segment"
+                ),
+                (role.value, projection, number),
+            )
+            progress = tuple(
+                SegmentProgress(
+                    segment=int(segment),
+                    checkpoint=None if checkpoint is None else int(checkpoint),
+                    events_applied=int(applied),
+                    caught_up=bool(caught_up),
+                    owner=None if owner is None else str(owner),
+                )
+                for segment, checkpoint, applied, caught_up, owner in segment_rows
+            )
+        return row.to_generation(projection, progress)
 
     def create_generation(
-        self, session: Session, projection: str, version: int, tables: Sequence[TableSpec], lease: Lease
+        self,
+        session: Session,
+        projection: str,
+        version: int,
+        tables: Sequence[TableSpec],
+        lease: Lease,
+        *,
+        segments: int,
     ) -> Generation:
         d = self.dialect
+        validate_segment_count(segments)
+        refuse_segment_lease(lease)
         row = self.check(session, projection, lease, None)
         number = int(row.next_generation)
         if lease.role is LeaseRole.RUN and row.live_generation is not None:
@@ -471,11 +617,16 @@ class Catalog:
             self.drop(session, projection, row.building_generation)
         session.run(
             d.sql(
-                f"INSERT INTO {self.generations} (projection, generation, version, tables, created_at) "
-                "VALUES (?, ?, ?, ?, ?)"
+                f"INSERT INTO {self.generations} "
+                "(projection, generation, version, tables, created_at, segments) VALUES (?, ?, ?, ?, ?, ?)"
             ),
-            (projection, number, int(version), tables_to_json(tables), d.timestamp(now())),
+            (projection, number, int(version), tables_to_json(tables), d.timestamp(now()), segments),
         )
+        if segments > 1:
+            session.run_many(
+                d.sql(f"INSERT INTO {self.segments} (projection, generation, segment) VALUES (?, ?, ?)"),
+                [(projection, number, segment) for segment in range(segments)],
+            )
         for spec in tables:
             physical = physical_table_name(projection, number, spec.name)
             table = d.table(physical)
@@ -491,7 +642,7 @@ class Catalog:
             d.sql(f"UPDATE {self.projections} SET {column} = ?, next_generation = ? WHERE name = ?"),
             (number, number + 1, projection),
         )
-        generation = self.generation(session, projection, number)
+        generation = self.generation(session, projection, number, lease.role)
         assert generation is not None
         return generation
 
@@ -525,7 +676,7 @@ class Catalog:
             for spec in generation.tables:
                 table = self.dialect.table(physical_table_name(projection, number, spec.name))
                 session.run(f"DROP TABLE IF EXISTS {table}")
-        for bookkeeping in (self.generations, self.parked):
+        for bookkeeping in (self.generations, self.parked, self.segments):
             session.run(
                 self.dialect.sql(f"DELETE FROM {bookkeeping} WHERE projection = ? AND generation = ?"),
                 (projection, number),
@@ -555,18 +706,23 @@ class Catalog:
         )
         return [ParkedRow._make(row).to_event() for row in rows]
 
-    def request_retry(self, session: Session, projection: str, positions: Sequence[int] | None) -> int:
+    def request_retry(
+        self,
+        session: Session,
+        projection: str,
+        positions: Sequence[int] | None,
+        keys: Sequence[str] | None,
+    ) -> int:
         row = self.row(session, projection)
         live = None if row is None else row.live_generation
         rows = session.fetch(
-            self.dialect.sql(f"SELECT position FROM {self.parked} WHERE projection = ? AND generation = ?"),
+            self.dialect.sql(
+                f"SELECT position, key, segment FROM {self.parked} WHERE projection = ? AND generation = ?"
+            ),
             (projection, live),
         )
-        existing = {int(position) for (position,) in rows}
-        wanted = sorted(existing) if positions is None else list(positions)
-        for position in wanted:
-            if position not in existing:
-                raise ParkedEventNotFoundError(projection, position)
+        existing = {int(position): (str(key), int(segment)) for position, key, segment in rows}
+        wanted = retry_selection(projection, existing, positions, keys)
         if wanted:
             session.run_many(
                 self.dialect.sql(
@@ -653,15 +809,30 @@ class SQLDocuments:
 class SQLLedger:
     """The checkpoint and parked events of the generation a transaction writes."""
 
-    def __init__(self, session: Session, catalog: Catalog, generation: Generation) -> None:
+    def __init__(
+        self, session: Session, catalog: Catalog, generation: Generation, segment: int | None = None
+    ) -> None:
         self._session = session
         self._catalog = catalog
         self._dialect = catalog.dialect
         self._projection = generation.projection
         self._number = generation.number
+        self._segment = segment
+        self._stored_segment = _NO_SEGMENT if segment is None else segment
         self._key = (generation.projection, generation.number)  # the WHERE of every statement
 
     def set_checkpoint(self, position: int, applied: int) -> None:
+        if self._segment is not None:
+            self._session.run(
+                self._dialect.sql(
+                    f"UPDATE {self._catalog.segments} SET "
+                    f"checkpoint = {self._dialect.greatest}(COALESCE(checkpoint, 0), ?), "
+                    "events_applied = events_applied + ? "
+                    "WHERE projection = ? AND generation = ? AND segment = ?"
+                ),
+                (position, applied, *self._key, self._segment),
+            )
+            return
         self._session.run(
             self._dialect.sql(
                 f"UPDATE {self._catalog.generations} SET "
@@ -671,7 +842,35 @@ class SQLLedger:
             (position, applied, *self._key),
         )
 
-    def park(self, event: RecordedEvent, error: str, attempts: int) -> None:
+    def mark_caught_up(self) -> None:
+        if self._segment is not None:
+            self._session.run(
+                self._dialect.sql(
+                    f"UPDATE {self._catalog.segments} SET caught_up = ? "
+                    "WHERE projection = ? AND generation = ? AND segment = ?"
+                ),
+                (True, *self._key, self._segment),
+            )
+
+    def parked_keys(self) -> set[str]:
+        rows = self._session.fetch(
+            self._dialect.sql(
+                f"SELECT DISTINCT key FROM {self._catalog.parked} "
+                "WHERE projection = ? AND generation = ? AND segment = ?"
+            ),
+            (*self._key, self._stored_segment),
+        )
+        return {str(key) for (key,) in rows}
+
+    def park(
+        self,
+        event: RecordedEvent,
+        error: str,
+        attempts: int,
+        *,
+        key: str | None = None,
+        held_back: bool = False,
+    ) -> None:
         timestamp = self._dialect.timestamp
         row = ParkedRow(
             self._projection,
@@ -689,6 +888,9 @@ class SQLLedger:
             attempts=attempts,
             parked_at=timestamp(now()),
             retry_requested=False,
+            key=event.stream if key is None else key,
+            segment=self._stored_segment,
+            held_back=held_back,
         )
         self._session.run(
             self._dialect.sql(
@@ -696,7 +898,7 @@ class SQLLedger:
                 f"VALUES ({', '.join('?' * len(row))}) "
                 "ON CONFLICT (projection, generation, position) DO UPDATE SET error = excluded.error, "
                 "attempts = excluded.attempts, parked_at = excluded.parked_at, "
-                "retry_requested = excluded.retry_requested"
+                "retry_requested = excluded.retry_requested, held_back = excluded.held_back"
             ),
             row,
         )
@@ -705,9 +907,10 @@ class SQLLedger:
         rows = self._session.fetch(
             self._dialect.sql(
                 f"SELECT {_PARKED_COLUMNS} FROM {self._catalog.parked} "
-                "WHERE projection = ? AND generation = ? AND retry_requested = ? ORDER BY position"
+                "WHERE projection = ? AND generation = ? AND segment = ? AND retry_requested = ? "
+                "ORDER BY position"
             ),
-            (*self._key, True),
+            (*self._key, self._stored_segment, True),
         )
         return [ParkedRow._make(row).to_event() for row in rows]
 
@@ -724,10 +927,10 @@ class SQLLedger:
     def parked_failed_again(self, position: int, error: str, attempts: int) -> None:
         changed = self._session.run(
             self._dialect.sql(
-                f"UPDATE {self._catalog.parked} SET error = ?, attempts = attempts + ?, retry_requested = ? "
-                "WHERE projection = ? AND generation = ? AND position = ?"
+                f"UPDATE {self._catalog.parked} SET error = ?, attempts = attempts + ?, retry_requested = ?, "
+                "held_back = held_back AND ? WHERE projection = ? AND generation = ? AND position = ?"
             ),
-            (error, attempts, False, *self._key, position),
+            (error, attempts, False, attempts == 0, *self._key, position),
         )
         if changed == 0:
             raise ParkedEventNotFoundError(self._projection, position)
@@ -766,10 +969,13 @@ class SQLReadModelStore(ABC):
         """Hook: wait for the queries of ``projection`` before a switch drops their tables."""
 
     @abstractmethod
-    def lease(self, projection: str, role: LeaseRole) -> Lease: ...
+    def lease(self, projection: str, role: LeaseRole, *, segment: int | None = None) -> Lease: ...
 
     @abstractmethod
-    def lease_held(self, projection: str, role: LeaseRole) -> bool: ...
+    def lease_held(self, projection: str, role: LeaseRole, *, segment: int | None = None) -> bool: ...
+
+    @abstractmethod
+    def leases_held(self, projection: str, role: LeaseRole, segments: int) -> set[int]: ...
 
     @abstractmethod
     def close(self) -> None: ...
@@ -788,18 +994,26 @@ class SQLReadModelStore(ABC):
         with self._writing(f"recording the state of {projection!r}") as session:
             self._catalog.set_state(session, projection, state, error)
 
-    def _bump_epoch(self, projection: str, role: LeaseRole) -> int:
-        """A lease's acquisition: bump its role's epoch (see :class:`~._lease.LeaseBase`)."""
+    def _bump_epoch(self, projection: str, role: LeaseRole, segment: int | None, owner: str) -> int:
+        """A lease's acquisition: bump its epoch (see :class:`~._lease.LeaseBase`)."""
         with self._writing(f"taking the {role.value} lease of {projection!r}") as session:
-            return self._catalog.bump_epoch(session, projection, role)
+            return self._catalog.bump_epoch(session, projection, role, segment, owner)
 
     # -- generations ----------------------------------------------------------------------
 
     def create_generation(
-        self, projection: str, version: int, tables: Sequence[TableSpec], *, lease: Lease
+        self,
+        projection: str,
+        version: int,
+        tables: Sequence[TableSpec],
+        *,
+        lease: Lease,
+        segments: int = 1,
     ) -> Generation:
         with self._writing(f"creating a generation of {projection!r}") as session:
-            generation = self._catalog.create_generation(session, projection, version, tables, lease)
+            generation = self._catalog.create_generation(
+                session, projection, version, tables, lease, segments=segments
+            )
         logger.info(
             "projection.generation_created",
             projection=projection,
@@ -823,7 +1037,7 @@ class SQLReadModelStore(ABC):
     def drop_projection(self, projection: str) -> bool:
         existed = validate_projection_name(projection) in self.projection_names()
         with (
-            holding_every_lease(self.lease, projection),
+            holding_every_lease(self.lease, self.leases_held, projection),
             self._writing(f"dropping {projection!r}") as session,
         ):
             self._exclude_readers(session, projection)
@@ -837,10 +1051,14 @@ class SQLReadModelStore(ABC):
     def transaction(self, projection: str, generation: int, *, lease: Lease) -> Iterator[BufferedTransaction]:
         with self._writing(f"a unit of work of {projection!r}") as session:
             self._catalog.check(session, projection, lease, generation)
-            info = self._catalog.generation(session, projection, generation)
+            info = self._catalog.generation(session, projection, generation, lease.role)
             assert info is not None
+            if not writes_generation(lease, info.segments):
+                raise GenerationChangedError(projection, generation)
             transaction = BufferedTransaction(
-                info, SQLDocuments(session, self._dialect, info), SQLLedger(session, self._catalog, info)
+                info,
+                SQLDocuments(session, self._dialect, info),
+                SQLLedger(session, self._catalog, info, lease.segment),
             )
             yield transaction
             transaction.flush()
@@ -861,6 +1079,12 @@ class SQLReadModelStore(ABC):
         with self._reading(f"listing parked events of {projection!r}") as session:
             return self._catalog.parked_events(session, projection)
 
-    def request_retry(self, projection: str, positions: Sequence[int] | None = None) -> int:
+    def request_retry(
+        self,
+        projection: str,
+        positions: Sequence[int] | None = None,
+        *,
+        keys: Sequence[str] | None = None,
+    ) -> int:
         with self._writing(f"requesting retries of {projection!r}") as session:
-            return self._catalog.request_retry(session, projection, positions)
+            return self._catalog.request_retry(session, projection, positions, keys)

@@ -28,8 +28,16 @@ from projections.errors import (
 )
 from projections.read_model_store._buffered import BufferedTransaction, ReadOnlyView, Where
 from projections.read_model_store._documents import decode_document, matches, sort_documents
-from projections.read_model_store._lease import LeaseBase, holding_every_lease
+from projections.read_model_store._lease import (
+    LeaseBase,
+    holding_every_lease,
+    refuse_segment_lease,
+    validate_segment,
+    validate_segment_count,
+    writes_generation,
+)
 from projections.read_model_store._names import physical_table_name, validate_projection_name
+from projections.read_model_store._parking import retry_selection
 from projections.read_model_store.port import (
     Document,
     Generation,
@@ -38,6 +46,7 @@ from projections.read_model_store.port import (
     ParkedEvent,
     ProjectionRecord,
     ProjectionState,
+    SegmentProgress,
     TableSpec,
 )
 
@@ -57,6 +66,8 @@ class _GenerationData:
     info: Generation
     tables: dict[str, dict[str, str]]
     parked: dict[int, ParkedEvent] = field(default_factory=dict)
+    #: Each segment's progress (owners filled in by ``describe``), when segmented.
+    segments: dict[int, SegmentProgress] = field(default_factory=dict)
 
 
 @dataclass
@@ -66,6 +77,9 @@ class _ProjectionData:
     building: int | None = None
     next_generation: int = 1
     epochs: dict[LeaseRole, int] = field(default_factory=lambda: dict.fromkeys(LeaseRole, 0))
+    #: Segment leases: (role, segment) -> epoch, and who took each last.
+    segment_epochs: dict[tuple[LeaseRole, int], int] = field(default_factory=dict)
+    owners: dict[tuple[LeaseRole, int], str] = field(default_factory=dict)
     state: ProjectionState = ProjectionState.NEW
     last_error: str | None = None
     last_error_at: datetime | None = None
@@ -74,9 +88,11 @@ class _ProjectionData:
 
 
 class _MemoryLease(LeaseBase):
-    def __init__(self, store: InMemoryReadModelStore, projection: str, role: LeaseRole) -> None:
-        super().__init__(projection, role, store._bump_epoch)
-        self._mutex = store._lease_lock(projection, role)
+    def __init__(
+        self, store: InMemoryReadModelStore, projection: str, role: LeaseRole, segment: int | None
+    ) -> None:
+        super().__init__(projection, role, store._bump_epoch, segment)
+        self._mutex = store._lease_lock(projection, role, self.segment)
         self._held = False
 
     def __repr__(self) -> str:
@@ -180,16 +196,32 @@ class _StagedTables(_CommittedTables):
 class _MemoryLedger:
     """A transaction's checkpoint and parked events, staged until commit."""
 
-    def __init__(self, data: _GenerationData) -> None:
+    def __init__(self, data: _GenerationData, segment: int | None) -> None:
         self._data = data
+        self._segment = segment
         self._checkpoint: tuple[int, int] | None = None
+        self._caught_up = False
         self._parked_changes: dict[int, ParkedEvent | None] = {}
 
     def set_checkpoint(self, position: int, applied: int) -> None:
         previous = self._checkpoint[1] if self._checkpoint else 0
         self._checkpoint = (position, previous + applied)
 
-    def park(self, event: RecordedEvent, error: str, attempts: int) -> None:
+    def mark_caught_up(self) -> None:
+        self._caught_up = self._segment is not None
+
+    def parked_keys(self) -> set[str]:
+        return {event.key for event in self._parked().values() if event.segment == self._segment}
+
+    def park(
+        self,
+        event: RecordedEvent,
+        error: str,
+        attempts: int,
+        *,
+        key: str | None = None,
+        held_back: bool = False,
+    ) -> None:
         self._parked_changes[event.position] = ParkedEvent(
             projection=self._data.info.projection,
             generation=self._data.info.number,
@@ -206,6 +238,9 @@ class _MemoryLedger:
             attempts=attempts,
             parked_at=_now(),
             retry_requested=False,
+            key=event.stream if key is None else key,
+            segment=self._segment,
+            held_back=held_back,
         )
 
     def _parked(self) -> dict[int, ParkedEvent]:
@@ -219,7 +254,11 @@ class _MemoryLedger:
 
     def parked_for_retry(self) -> list[ParkedEvent]:
         return sorted(
-            (event for event in self._parked().values() if event.retry_requested),
+            (
+                event
+                for event in self._parked().values()
+                if event.retry_requested and event.segment == self._segment
+            ),
             key=lambda event: event.position,
         )
 
@@ -233,7 +272,11 @@ class _MemoryLedger:
         if current is None:
             raise ParkedEventNotFoundError(self._data.info.projection, position)
         self._parked_changes[position] = replace(
-            current, error=error, attempts=current.attempts + attempts, retry_requested=False
+            current,
+            error=error,
+            attempts=current.attempts + attempts,
+            retry_requested=False,
+            held_back=current.held_back and attempts == 0,
         )
 
     def commit(self) -> None:
@@ -242,7 +285,19 @@ class _MemoryLedger:
                 self._data.parked.pop(position, None)
             else:
                 self._data.parked[position] = change
-        if self._checkpoint is not None:
+        if self._segment is not None:
+            progress = self._data.segments[self._segment]
+            if self._checkpoint is not None:
+                position, applied = self._checkpoint
+                progress = replace(
+                    progress,
+                    checkpoint=max(position, progress.checkpoint or 0),
+                    events_applied=progress.events_applied + applied,
+                )
+            self._data.segments[self._segment] = replace(
+                progress, caught_up=progress.caught_up or self._caught_up
+            )
+        elif self._checkpoint is not None:
             position, applied = self._checkpoint
             info = self._data.info
             self._data.info = replace(
@@ -262,7 +317,7 @@ class InMemoryReadModelStore:
         self._lock = threading.RLock()
         self._write_lock = threading.RLock()
         self._projections: dict[str, _ProjectionData] = {}
-        self._lease_locks: dict[tuple[str, LeaseRole], threading.Lock] = {}
+        self._lease_locks: dict[tuple[str, LeaseRole, int | None], threading.Lock] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -277,11 +332,30 @@ class InMemoryReadModelStore:
             data = self._projections[projection] = _ProjectionData(projection)
         return data
 
+    def _info(self, data: _ProjectionData, number: int | None, role: LeaseRole) -> Generation | None:
+        """Generation ``number`` as the port describes it (segments' progress and owners included)."""
+        if number is None:
+            return None
+        generation = data.generations[number]
+        if not generation.segments:
+            return generation.info
+        progress = tuple(
+            replace(segment, owner=data.owners.get((role, number_)))
+            for number_, segment in sorted(generation.segments.items())
+        )
+        checkpoints = [segment.checkpoint for segment in progress]
+        return replace(
+            generation.info,
+            checkpoint=None if None in checkpoints else min(c for c in checkpoints if c is not None),
+            events_applied=sum(segment.events_applied for segment in progress),
+            segment_progress=progress,
+        )
+
     def describe(self, projection: str) -> ProjectionRecord:
         with self._lock:
             data = self._record(projection)
-            live = data.generations[data.live].info if data.live is not None else None
-            building = data.generations[data.building].info if data.building is not None else None
+            live = self._info(data, data.live, LeaseRole.RUN)
+            building = self._info(data, data.building, LeaseRole.REBUILD)
             return ProjectionRecord(
                 name=projection,
                 live=live,
@@ -307,34 +381,63 @@ class InMemoryReadModelStore:
 
     # -- leases ---------------------------------------------------------------------------
 
-    def _lease_lock(self, projection: str, role: LeaseRole) -> threading.Lock:
+    def _lease_lock(self, projection: str, role: LeaseRole, segment: int | None = None) -> threading.Lock:
         with self._lock:
             return self._lease_locks.setdefault(
-                (validate_projection_name(projection), role), threading.Lock()
+                (validate_projection_name(projection), role, validate_segment(role, segment)),
+                threading.Lock(),
             )
 
-    def _bump_epoch(self, projection: str, role: LeaseRole) -> int:
+    def _bump_epoch(self, projection: str, role: LeaseRole, segment: int | None, owner: str) -> int:
         with self._write_lock, self._lock:
             data = self._record(projection)
-            data.epochs[role] += 1
-            return data.epochs[role]
+            if segment is None:
+                data.epochs[role] += 1
+                return data.epochs[role]
+            epoch = data.segment_epochs[role, segment] = data.segment_epochs.get((role, segment), 0) + 1
+            data.owners[role, segment] = owner
+            return epoch
 
-    def lease(self, projection: str, role: LeaseRole) -> _MemoryLease:
-        return _MemoryLease(self, projection, role)
+    def lease(self, projection: str, role: LeaseRole, *, segment: int | None = None) -> _MemoryLease:
+        return _MemoryLease(self, projection, role, segment)
 
-    def lease_held(self, projection: str, role: LeaseRole) -> bool:
-        return self._lease_lock(projection, role).locked()
+    def lease_held(self, projection: str, role: LeaseRole, *, segment: int | None = None) -> bool:
+        return self._lease_lock(projection, role, segment).locked()
+
+    def leases_held(self, projection: str, role: LeaseRole, segments: int) -> set[int]:
+        validate_segment_count(segments)
+        with self._lock:
+            return {
+                segment
+                for (name, held_role, segment), lock in self._lease_locks.items()
+                if name == projection
+                and held_role is role
+                and segment is not None
+                and segment < segments
+                and lock.locked()
+            }
 
     def _check_lease(self, data: _ProjectionData, lease: Lease) -> None:
-        current = data.epochs[lease.role]
+        if lease.segment is None:
+            current = data.epochs[lease.role]
+        else:
+            current = data.segment_epochs.get((lease.role, lease.segment), 0)
         if not lease.held or lease.epoch != current:
             raise LeaseLostError(data.name, lease.role.value, lease.epoch, current)
 
     # -- generations ----------------------------------------------------------------------
 
     def create_generation(
-        self, projection: str, version: int, tables: Sequence[TableSpec], *, lease: Lease
+        self,
+        projection: str,
+        version: int,
+        tables: Sequence[TableSpec],
+        *,
+        lease: Lease,
+        segments: int = 1,
     ) -> Generation:
+        validate_segment_count(segments)
+        refuse_segment_lease(lease)
         with self._write_lock, self._lock:
             data = self._record(projection)
             self._check_lease(data, lease)
@@ -352,8 +455,18 @@ class InMemoryReadModelStore:
                 checkpoint=None,
                 events_applied=0,
                 created_at=_now(),
+                segments=segments,
             )
-            data.generations[number] = _GenerationData(info, {spec.name: {} for spec in tables})
+            data.generations[number] = _GenerationData(
+                info,
+                {spec.name: {} for spec in tables},
+                segments={
+                    segment: SegmentProgress(segment, None, 0, caught_up=False, owner=None)
+                    for segment in range(segments)
+                }
+                if segments > 1
+                else {},
+            )
             if lease.role is LeaseRole.RUN:
                 data.live = number
             else:
@@ -361,7 +474,9 @@ class InMemoryReadModelStore:
                     data.generations.pop(data.building, None)
                 data.building = number
             logger.info("projection.generation_created", projection=projection, generation=number)
-            return info
+            described = self._info(data, number, lease.role)
+            assert described is not None
+            return described
 
     def switch_generation(self, projection: str, generation: int, *, lease: Lease) -> None:
         with self._write_lock, self._lock:
@@ -400,8 +515,12 @@ class InMemoryReadModelStore:
                 if expected != generation:
                     raise GenerationChangedError(projection, generation)
                 written = data.generations[generation]
-                documents, ledger = _StagedTables(self, written), _MemoryLedger(written)
-                transaction = BufferedTransaction(written.info, documents, ledger)
+                if not writes_generation(lease, written.info.segments):
+                    raise GenerationChangedError(projection, generation)
+                documents, ledger = _StagedTables(self, written), _MemoryLedger(written, lease.segment)
+                info = self._info(data, generation, lease.role)
+                assert info is not None
+                transaction = BufferedTransaction(info, documents, ledger)
             yield transaction
             with self._lock:
                 transaction.flush()
@@ -415,7 +534,9 @@ class InMemoryReadModelStore:
             if data.live is None:
                 raise ProjectionNotFoundError(projection)
             generation = data.generations[data.live]
-        yield ReadOnlyView(generation.info, _CommittedTables(self, generation))
+            info = self._info(data, data.live, LeaseRole.RUN)
+            assert info is not None
+        yield ReadOnlyView(info, _CommittedTables(self, generation))
 
     # -- parked events --------------------------------------------------------------------
 
@@ -427,18 +548,21 @@ class InMemoryReadModelStore:
             parked = data.generations[data.live].parked
             return [parked[position] for position in sorted(parked)]
 
-    def request_retry(self, projection: str, positions: Sequence[int] | None = None) -> int:
+    def request_retry(
+        self,
+        projection: str,
+        positions: Sequence[int] | None = None,
+        *,
+        keys: Sequence[str] | None = None,
+    ) -> int:
         with self._write_lock, self._lock:
             data = self._record(projection)
-            if data.live is None:
-                if positions:
-                    raise ParkedEventNotFoundError(projection, positions[0])
-                return 0
-            parked = data.generations[data.live].parked
-            wanted = sorted(parked) if positions is None else list(positions)
-            for position in wanted:
-                if position not in parked:
-                    raise ParkedEventNotFoundError(projection, position)
+            parked = {} if data.live is None else data.generations[data.live].parked
+            groups = {
+                position: (event.key, -1 if event.segment is None else event.segment)
+                for position, event in parked.items()
+            }
+            wanted = retry_selection(projection, groups, positions, keys)
             for position in wanted:
                 parked[position] = replace(parked[position], retry_requested=True)
             return len(wanted)
@@ -447,7 +571,7 @@ class InMemoryReadModelStore:
         validate_projection_name(projection)
         with self._lock:
             existed = projection in self._projections
-        with holding_every_lease(self.lease, projection), self._write_lock, self._lock:
+        with holding_every_lease(self.lease, self.leases_held, projection), self._write_lock, self._lock:
             self._projections.pop(projection, None)
         logger.info("projection.dropped", projection=projection, existed=existed)
         return existed

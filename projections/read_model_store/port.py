@@ -33,6 +33,20 @@ skips one.
 Writers are fenced by a :class:`Lease`: each acquisition bumps an *epoch* in the store, and a
 transaction opened with a superseded lease fails with
 :class:`~projections.errors.LeaseLostError`, so a runner that lost its lease cannot commit.
+
+**Segments.** A generation created with ``segments=N`` (N > 1) is written by N independent
+writers, one per segment, each with its own lease (``lease(projection, role, segment=i)``, with
+its own epoch), its own checkpoint and its own parked events; the documents are shared. A
+transaction opened with a segment's lease moves that segment's checkpoint only. The
+generation's :attr:`Generation.checkpoint` is then the lowest of its segments' (every event up
+to it was considered by every segment), and :attr:`Generation.segment_progress` holds each one.
+Which events belong to which segment is the runner's business (a hash of the event's
+sequencing key), not the store's.
+
+**Ordered parking.** Every parked event carries its *sequencing key* (the stream by default).
+A runner parks the later events of a key that has a parked event *held back* behind it
+(:attr:`ParkedEvent.held_back`, recorded and never attempted), and a retry request for one
+parked event of a key is a request for all of that key's, replayed in order.
 """
 
 from __future__ import annotations
@@ -51,6 +65,7 @@ from projections.errors import ProjectionDefinitionError
 from projections.read_model_store._names import validate_field_name, validate_table_name
 
 __all__ = [
+    "MAX_SEGMENTS",
     "Document",
     "Generation",
     "Lease",
@@ -62,6 +77,7 @@ __all__ = [
     "ReadModelStore",
     "ReadModelWriter",
     "ReadView",
+    "SegmentProgress",
     "Table",
     "TableReader",
     "TableSpec",
@@ -115,11 +131,34 @@ def tables_from_json(text: str) -> tuple[TableSpec, ...]:
     return tuple(TableSpec.from_json(item) for item in json.loads(text))
 
 
+#: The most segments a generation may have (and the most workers a segmented runner counts).
+MAX_SEGMENTS = 256
+
+
 class LeaseRole(enum.Enum):
-    """Which writer a lease admits: the runner of the live generation, or the builder of the next."""
+    """Which writer a lease admits: the runner of the live generation, or the builder of the next.
+
+    ``WORKER`` leases (always with a segment number, the worker's *slot*) fence nothing: a
+    segmented runner holds one while it runs so that the others can count the live workers.
+    """
 
     RUN = "run"
     REBUILD = "rebuild"
+    WORKER = "worker"
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentProgress:
+    """How far one segment of a segmented generation is."""
+
+    segment: int
+    #: The position of the last event this segment considered (``None`` before its first batch).
+    checkpoint: int | None
+    events_applied: int
+    #: Whether this segment of a building generation has caught up once (it may then switch).
+    caught_up: bool
+    #: Who last took this segment's lease for the generation's role (``host:pid``), if anyone.
+    owner: str | None
 
 
 class ProjectionState(enum.Enum):
@@ -147,6 +186,10 @@ class Generation:
     #: How many events have been applied to this generation.
     events_applied: int
     created_at: datetime
+    #: How many segments write it (1: one writer, the generation's own checkpoint).
+    segments: int = 1
+    #: One entry per segment when ``segments > 1``, by segment number.
+    segment_progress: tuple[SegmentProgress, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +227,12 @@ class ParkedEvent:
     attempts: int
     parked_at: datetime
     retry_requested: bool
+    #: The sequencing key the runner parked it under (the stream, unless the projection says).
+    key: str = ""
+    #: The segment that parked it (``None`` for an unsegmented generation).
+    segment: int | None = None
+    #: Parked only because an earlier event of its key is parked: never attempted yet.
+    held_back: bool = False
 
     def to_recorded(self) -> RecordedEvent:
         """The event as the store recorded it."""
@@ -305,15 +354,38 @@ class ProjectionTransaction(ReadModelWriter, Protocol):
         ...
 
     def set_checkpoint(self, position: int, applied: int) -> None:
-        """Record that every event up to ``position`` was considered, ``applied`` of them now."""
+        """Record that every event up to ``position`` was considered, ``applied`` of them now.
+
+        With a segment's lease, the segment's checkpoint.
+        """
         ...
 
-    def park(self, event: RecordedEvent, error: str, attempts: int) -> None:
-        """Set ``event`` aside with the error that made it fail."""
+    def mark_caught_up(self) -> None:
+        """Record that the lease's segment caught up (building generations: every one must)."""
+        ...
+
+    def park(
+        self,
+        event: RecordedEvent,
+        error: str,
+        attempts: int,
+        *,
+        key: str | None = None,
+        held_back: bool = False,
+    ) -> None:
+        """Set ``event`` aside with the error that made it fail, under its sequencing ``key``.
+
+        ``key`` defaults to the event's stream; ``held_back`` says it was never attempted because
+        an earlier event of its key is parked.
+        """
+        ...
+
+    def parked_keys(self) -> set[str]:
+        """The sequencing keys with parked events (in the lease's segment)."""
         ...
 
     def parked_for_retry(self) -> list[ParkedEvent]:
-        """Parked events of this generation whose retry was requested, by position."""
+        """Parked events (of the lease's segment) whose retry was requested, by position."""
         ...
 
     def unpark(self, position: int) -> None:
@@ -321,7 +393,11 @@ class ProjectionTransaction(ReadModelWriter, Protocol):
         ...
 
     def parked_failed_again(self, position: int, error: str, attempts: int) -> None:
-        """Record that a retried parked event failed again; clears its retry request."""
+        """Record that a retried parked event failed again (or stays held back, ``attempts`` 0).
+
+        Clears its retry request; an event that was attempted (``attempts`` > 0) is no longer
+        held back.
+        """
         ...
 
 
@@ -337,6 +413,11 @@ class Lease(Protocol):
 
     @property
     def role(self) -> LeaseRole: ...
+
+    @property
+    def segment(self) -> int | None:
+        """The segment it admits a writer of (``None``: the whole projection)."""
+        ...
 
     @property
     def held(self) -> bool:
@@ -369,13 +450,19 @@ class ReadModelStore(Protocol):
         ...
 
     def create_generation(
-        self, projection: str, version: int, tables: Sequence[TableSpec], *, lease: Lease
+        self,
+        projection: str,
+        version: int,
+        tables: Sequence[TableSpec],
+        *,
+        lease: Lease,
+        segments: int = 1,
     ) -> Generation:
-        """Create an empty generation and its tables.
+        """Create an empty generation and its tables, written by ``segments`` segments.
 
         With a :attr:`LeaseRole.RUN` lease it becomes live (only when none is); with a
         :attr:`LeaseRole.REBUILD` lease it becomes the building generation, replacing (and
-        dropping) any previous one.
+        dropping) any previous one. The lease is the whole projection's (no segment).
         """
         ...
 
@@ -409,10 +496,20 @@ class ReadModelStore(Protocol):
         """The live generation's parked events, by position."""
         ...
 
-    def request_retry(self, projection: str, positions: Sequence[int] | None = None) -> int:
-        """Ask the runner to retry parked events (all of them by default); how many were marked.
+    def request_retry(
+        self,
+        projection: str,
+        positions: Sequence[int] | None = None,
+        *,
+        keys: Sequence[str] | None = None,
+    ) -> int:
+        """Ask the runner to retry parked events; how many were marked.
 
-        Raises :class:`~projections.errors.ParkedEventNotFoundError` for an unknown position.
+        All of them by default; else those at ``positions`` and those of ``keys``. Each marked
+        event marks every parked event of its sequencing key (and segment), since a key's
+        events are replayed together, in order. Raises
+        :class:`~projections.errors.ParkedEventNotFoundError` for an unknown position or a key
+        with no parked event.
         """
         ...
 
@@ -420,12 +517,16 @@ class ReadModelStore(Protocol):
         """Record the runner's state (and, when given, its last error)."""
         ...
 
-    def lease(self, projection: str, role: LeaseRole) -> Lease:
-        """A lease object for ``projection`` in ``role`` (not yet acquired)."""
+    def lease(self, projection: str, role: LeaseRole, *, segment: int | None = None) -> Lease:
+        """A lease object for ``projection`` in ``role``, of one segment or all (not yet acquired)."""
         ...
 
-    def lease_held(self, projection: str, role: LeaseRole) -> bool:
+    def lease_held(self, projection: str, role: LeaseRole, *, segment: int | None = None) -> bool:
         """Whether anyone (in any process) holds the lease."""
+        ...
+
+    def leases_held(self, projection: str, role: LeaseRole, segments: int) -> set[int]:
+        """Which of segments ``0 .. segments - 1`` have their ``role`` lease held, by anyone."""
         ...
 
     def drop_projection(self, projection: str) -> bool:

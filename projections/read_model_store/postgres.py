@@ -46,7 +46,7 @@ from projections.errors import (
     ReadModelStoreUnavailableError,
 )
 from projections.read_model_store._buffered import Where
-from projections.read_model_store._lease import LeaseBase
+from projections.read_model_store._lease import LeaseBase, validate_segment, validate_segment_count
 from projections.read_model_store._names import quote, validate_projection_name, validate_schema_name
 from projections.read_model_store._sql import Dialect, Session, SQLReadModelStore
 from projections.read_model_store.port import LeaseRole
@@ -225,6 +225,10 @@ def _dialect(schema: str) -> Dialect:
         greatest="GREATEST",
         no_limit=None,
         row_lock=" FOR SHARE",
+        columns=lambda table: (
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+            (schema, table),
+        ),
         timestamp=_as_is,
         field=_path,
         where=_where_sql,
@@ -238,10 +242,12 @@ def _dialect(schema: str) -> Dialect:
 class _AdvisoryLease(LeaseBase):
     """A session advisory lock on a dedicated connection; released when that connection ends."""
 
-    def __init__(self, store: PostgresReadModelStore, projection: str, role: LeaseRole) -> None:
-        super().__init__(projection, role, store._bump_epoch)
+    def __init__(
+        self, store: PostgresReadModelStore, projection: str, role: LeaseRole, segment: int | None
+    ) -> None:
+        super().__init__(projection, role, store._bump_epoch, segment)
         self._conninfo = store._conninfo
-        self._key = store._lease_key(projection, role)
+        self._key = store._lease_key(projection, role, self.segment)
         self._connection: psycopg.Connection[Any] | None = None
 
     def __repr__(self) -> str:
@@ -336,6 +342,7 @@ class PostgresReadModelStore(SQLReadModelStore):
                 session.run(f"CREATE SCHEMA IF NOT EXISTS {quote(self._schema)}")
                 for statement in self._catalog.schema():
                     session.run(statement)
+                self._catalog.upgrade(session)
         except BaseException:
             self._pool.close()
             raise
@@ -372,23 +379,37 @@ class PostgresReadModelStore(SQLReadModelStore):
     def _readers_key(self, projection: str) -> int:
         return _lock_key(self._schema, projection, "readers")
 
-    def _lease_key(self, projection: str, role: LeaseRole) -> int:
-        return _lock_key(self._schema, validate_projection_name(projection), role.value)
+    def _lease_key(self, projection: str, role: LeaseRole, segment: int | None = None) -> int:
+        parts = [self._schema, validate_projection_name(projection), role.value]
+        if segment is not None:
+            parts.append(str(segment))
+        return _lock_key(*parts)
 
-    def lease(self, projection: str, role: LeaseRole) -> _AdvisoryLease:
-        return _AdvisoryLease(self, projection, role)
+    def lease(self, projection: str, role: LeaseRole, *, segment: int | None = None) -> _AdvisoryLease:
+        return _AdvisoryLease(self, projection, role, segment)
 
-    def lease_held(self, projection: str, role: LeaseRole) -> bool:
-        key = self._lease_key(projection, role) & 0xFFFF_FFFF_FFFF_FFFF
-        with self._reading(f"checking the {role.value} lease of {projection!r}") as session:
+    def lease_held(self, projection: str, role: LeaseRole, *, segment: int | None = None) -> bool:
+        key = self._lease_key(projection, role, validate_segment(role, segment))
+        return bool(self._held_keys(f"checking the {role.value} lease of {projection!r}", [key]))
+
+    def leases_held(self, projection: str, role: LeaseRole, segments: int) -> set[int]:
+        keys = {
+            self._lease_key(projection, role, segment): segment
+            for segment in range(validate_segment_count(segments))
+        }
+        held = self._held_keys(f"checking the {role.value} leases of {projection!r}", list(keys))
+        return {keys[key] for key in held}
+
+    def _held_keys(self, what: str, keys: list[int]) -> set[int]:
+        """Which of the advisory lock ``keys`` someone holds (one look at ``pg_locks``)."""
+        with self._reading(what) as session:
             rows = session.fetch(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "SELECT classid::bigint, objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted "
                 "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-                "AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 1)",
-                (key >> 32, key & 0xFFFF_FFFF),
+                "AND objsubid = 1"
             )
-        ((held,),) = rows
-        return bool(held)
+        granted = {(int(high) << 32) | int(low) for high, low in rows}
+        return {key for key in keys if key & 0xFFFF_FFFF_FFFF_FFFF in granted}
 
     def close(self) -> None:
         if not self._closed:

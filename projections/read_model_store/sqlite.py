@@ -7,8 +7,9 @@ declared field, so raw SQL can use ``json_extract(doc, '$.field')``. Bookkeeping
 
 The file is opened in WAL mode, so queries read a consistent snapshot while a runner writes,
 and several processes may share it. A unit of work is one ``BEGIN IMMEDIATE`` transaction.
-Leases are ``flock`` locks on files beside the database (``{path}.{projection}.{role}.lock``),
-released by the kernel when their process dies. ``durable=False`` uses
+Leases are ``flock`` locks on files beside the database (``{path}.{projection}.{role}.lock``,
+and ``{path}.{projection}.{role}.{segment}.lock`` for a segment's), released by the kernel when
+their process dies: segments share out between processes of one machine. ``durable=False`` uses
 ``synchronous=NORMAL``: crash-safe, but the last transactions may be lost on power failure.
 
 The SQL itself is shared with the PostgreSQL adapter (:mod:`~projections.read_model_store._sql`);
@@ -35,7 +36,7 @@ from projections.errors import (
     ReadModelStoreUnavailableError,
 )
 from projections.read_model_store._buffered import Where
-from projections.read_model_store._lease import LeaseBase
+from projections.read_model_store._lease import LeaseBase, validate_segment, validate_segment_count
 from projections.read_model_store._names import validate_projection_name
 from projections.read_model_store._sql import Dialect, Session, SQLReadModelStore
 from projections.read_model_store.port import LeaseRole
@@ -124,6 +125,7 @@ _DIALECT = Dialect(
     greatest="max",
     no_limit=-1,
     row_lock="",
+    columns=lambda table: ("SELECT name FROM pragma_table_info(?)", (table,)),
     timestamp=_iso,
     field=_field,
     where=_where_sql,
@@ -188,12 +190,28 @@ def _try_flock(fd: int) -> bool:
     return True
 
 
-class _FileLease(LeaseBase):
-    """A ``flock`` on ``{database}.{projection}.{role}.lock``; the kernel releases it on death."""
+def _held_by_someone(path: str) -> bool:
+    """Whether the lock file at ``path`` is locked (a missing file is not, and is not created)."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise ReadModelStoreUnavailableError(f"The lease file {path!r} cannot be opened: {exc}.") from exc
+    try:
+        return not _try_flock(fd)
+    finally:
+        os.close(fd)
 
-    def __init__(self, store: SQLiteReadModelStore, projection: str, role: LeaseRole) -> None:
-        super().__init__(projection, role, store._bump_epoch)
-        self._path = store._lock_path(projection, role)
+
+class _FileLease(LeaseBase):
+    """A ``flock`` on ``{database}.{projection}.{role}[.{segment}].lock``; the kernel releases it on death."""
+
+    def __init__(
+        self, store: SQLiteReadModelStore, projection: str, role: LeaseRole, segment: int | None
+    ) -> None:
+        super().__init__(projection, role, store._bump_epoch, segment)
+        self._path = store._lock_path(projection, role, self.segment)
         self._fd: int | None = None
 
     def __repr__(self) -> str:
@@ -275,6 +293,7 @@ class SQLiteReadModelStore(SQLReadModelStore):
         with self._writing("creating the schema") as session:
             for statement in self._catalog.schema():
                 session.run(statement)
+            self._catalog.upgrade(session)
 
     def __repr__(self) -> str:
         return f"SQLiteReadModelStore({self._path!r})"
@@ -318,18 +337,22 @@ class SQLiteReadModelStore(SQLReadModelStore):
                 with _translated(self._path):
                     connection.execute("COMMIT")
 
-    def _lock_path(self, projection: str, role: LeaseRole) -> str:
-        return f"{self._path}.{validate_projection_name(projection)}.{role.value}.lock"
+    def _lock_path(self, projection: str, role: LeaseRole, segment: int | None = None) -> str:
+        segment_part = "" if segment is None else f".{segment}"
+        return f"{self._path}.{validate_projection_name(projection)}.{role.value}{segment_part}.lock"
 
-    def lease(self, projection: str, role: LeaseRole) -> _FileLease:
-        return _FileLease(self, projection, role)
+    def lease(self, projection: str, role: LeaseRole, *, segment: int | None = None) -> _FileLease:
+        return _FileLease(self, projection, role, segment)
 
-    def lease_held(self, projection: str, role: LeaseRole) -> bool:
-        fd = _open_lock_file(self._lock_path(projection, role))
-        try:
-            return not _try_flock(fd)
-        finally:
-            os.close(fd)
+    def lease_held(self, projection: str, role: LeaseRole, *, segment: int | None = None) -> bool:
+        return _held_by_someone(self._lock_path(projection, role, validate_segment(role, segment)))
+
+    def leases_held(self, projection: str, role: LeaseRole, segments: int) -> set[int]:
+        return {
+            segment
+            for segment in range(validate_segment_count(segments))
+            if _held_by_someone(self._lock_path(projection, role, segment))
+        }
 
     def close(self) -> None:
         self._connections.close()

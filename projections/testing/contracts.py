@@ -19,6 +19,8 @@ The projections used here (:class:`Tally` and friends) are importable, so proces
 from __future__ import annotations
 
 import json
+import os
+import socket
 import threading
 import time
 import uuid
@@ -48,6 +50,7 @@ from projections import (
     WaitTimeoutError,
     projection_status,
     rebuild,
+    segment_of,
     wait_for,
 )
 from projections.errors import (
@@ -57,10 +60,13 @@ from projections.errors import (
     LeaseLostError,
     ParkedEventNotFoundError,
     ProjectionNotFoundError,
+    ProjectionRunningError,
     UnknownTableError,
     UnsupportedOperationError,
 )
+from projections.read_model_store.memory import InMemoryReadModelStore
 from projections.read_model_store.port import (
+    MAX_SEGMENTS,
     Document,
     Generation,
     Lease,
@@ -68,16 +74,19 @@ from projections.read_model_store.port import (
     ProjectionTransaction,
     ReadModelStore,
 )
+from projections.read_model_store.sqlite import SQLiteReadModelStore
 
 __all__ = [
     "ParkingUnstorableTally",
     "ProjectionRunnerContract",
     "ReadModelStoreContract",
     "ReadModelStoreFactory",
+    "SegmentedTally",
     "Tally",
     "TallyV2",
     "UnstorableTally",
     "append_tallied",
+    "break_lease",
     "read_model_snapshot",
 ]
 
@@ -121,9 +130,16 @@ class Tally(Projection):
             raise ValueError(f"poisoned event at revision {event.revision} of {event.stream}")
         streams = context.table("streams")
         row = streams.get(event.stream) or {"count": 0}
+        # Whether the stream's events were applied in the order of their revisions.
+        in_order = bool(row.get("in_order", True)) and event.revision > row.get("last_revision", -1)
         streams.put(
             event.stream,
-            {"count": row["count"] + 1, "last_revision": event.revision, "version": self.version},
+            {
+                "count": row["count"] + 1,
+                "last_revision": event.revision,
+                "version": self.version,
+                "in_order": in_order,
+            },
         )
         applied = context.table("applied")
         seen = applied.get(str(event.id))
@@ -165,6 +181,49 @@ class ParkingUnstorableTally(UnstorableTally):
     failure_policy = FailurePolicy.PARK
 
 
+class SegmentedTally(Tally):
+    """:class:`Tally` split into four segments (by a hash of the stream)."""
+
+    segments = 4
+
+
+class SegmentedTallyV2(SegmentedTally):
+    """The segmented tally after a logic change: the version is bumped."""
+
+    version = 2
+
+
+class TwoSegmentTally(Tally):
+    """:class:`Tally` split into two segments: the same version, a different split."""
+
+    segments = 2
+
+
+class ParkingSegmentedTally(SegmentedTally):
+    """A segmented tally that parks events that keep failing instead of stopping."""
+
+    failure_policy = FailurePolicy.PARK
+
+
+class WorkerTally(SegmentedTally):
+    """A segmented tally that also records, in each stream's document, which worker applied the
+    stream's latest event (two runners in one process share an owner ``host:pid``)."""
+
+    def __init__(self, event_type: str, *, worker: str) -> None:
+        super().__init__(event_type)
+        self._worker = worker
+
+    def tallied(self, event: RecordedEvent, context: EventContext) -> None:
+        super().tallied(event, context)
+        context.table("streams").update(event.stream, {"worker": self._worker})
+
+
+class TallyCopy(Tally):
+    """:class:`Tally` under another name, to compare read models built on one store."""
+
+    name = "tally_copy"
+
+
 def append_tallied(events: EventStore, stream: str, count: int, event_type: str = "Tallied") -> int:
     """Append ``count`` events of ``event_type`` to ``stream``; the commit position of the last."""
     result = events.append(
@@ -179,6 +238,73 @@ def read_model_snapshot(store: ReadModelStore, projection: str, tables: tuple[st
     """Every document of the live generation's tables (ordered by key), to compare read models."""
     with store.read(projection) as view:
         return {table: view.table(table).find() for table in tables}
+
+
+def break_lease(store: ReadModelStore, projection: str, role: LeaseRole, segment: int | None = None) -> None:
+    """Free a lease for a new taker while its holder still believes it holds it.
+
+    This is what happens to a holder presumed dead: its lock is gone (the lock file replaced,
+    its PostgreSQL session ended) while the holder's lease object still says ``held``. The
+    next taker's acquisition supersedes its epoch, so the old holder must fail to commit.
+    Supports the memory, SQLite and PostgreSQL stores; a contract suite for another adapter
+    overrides the suites' ``break_lease`` hook.
+    """
+    if isinstance(store, InMemoryReadModelStore):
+        # The holder keeps the old mutex (still locked); later lease objects get a new one.
+        with store._lock:
+            store._lease_locks[(projection, role, segment)] = threading.Lock()
+        return
+    if isinstance(store, SQLiteReadModelStore):
+        # The holder keeps its flock on the unlinked file; the next taker locks a new file.
+        os.unlink(store._lock_path(projection, role, segment))
+        return
+    if type(store).__module__ == "projections.read_model_store.postgres":
+        import psycopg  # noqa: PLC0415 - only for the PostgreSQL store, an optional extra
+
+        from projections.read_model_store.postgres import PostgresReadModelStore  # noqa: PLC0415
+
+        assert isinstance(store, PostgresReadModelStore)
+        key = store._lease_key(projection, role, segment) & 0xFFFF_FFFF_FFFF_FFFF
+        with psycopg.connect(store._conninfo, autocommit=True) as connection:
+            # Ending the holder's session frees its advisory lock, as a lost connection would.
+            connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 1",
+                (key >> 32, key & 0xFFFF_FFFF),
+            )
+        return
+    raise NotImplementedError(f"break_lease does not know how to break a lease of {store!r}.")
+
+
+def _streams_in_segments(segments: int, per_segment: int) -> list[list[str]]:
+    """Fresh stream names, ``per_segment`` of them in each segment (by the default sequencing key)."""
+    found: list[list[str]] = [[] for _ in range(segments)]
+    while any(len(streams) < per_segment for streams in found):
+        stream = _stream()
+        bucket = found[segment_of(stream, segments)]
+        if len(bucket) < per_segment:
+            bucket.append(stream)
+    return found
+
+
+def _wait_until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} within {timeout} s"
+        time.sleep(0.02)
+
+
+def _recorded(stream: str, revision: int, position: int) -> RecordedEvent:
+    return RecordedEvent(
+        id=uuid.uuid4(),
+        type="Poison",
+        data=b"{}",
+        metadata=b"{}",
+        stream=stream,
+        revision=revision,
+        position=position,
+        recorded_at=datetime(2024, 1, 2, tzinfo=UTC),
+    )
 
 
 def _unique_type() -> str:
@@ -702,6 +828,7 @@ class ReadModelStoreContract:
         [parked] = store.parked_events("accounts_view")
         assert parked.to_recorded() == event
         assert (parked.error, parked.attempts, parked.retry_requested) == ("ValueError: bad", 3, False)
+        assert (parked.key, parked.segment, parked.held_back) == ("Acc-1", None, False)
         with pytest.raises(ParkedEventNotFoundError):
             store.request_retry("accounts_view", [99])
         assert store.request_retry("accounts_view") == 1
@@ -792,6 +919,395 @@ class ReadModelStoreContract:
         with store.read("accounts_view") as view:
             assert view.table("accounts").get("a1") == {"owner": "ada"}
 
+    # -- segments -------------------------------------------------------------------------
+
+    @staticmethod
+    def _segmented(
+        store: ReadModelStore, name: str = "split_view", segments: int = 4, role: LeaseRole = LeaseRole.RUN
+    ) -> Generation:
+        """A generation of ``name`` written by ``segments`` segments (live, or building)."""
+        lease = store.lease(name, role)
+        assert lease.try_acquire()
+        try:
+            return store.create_generation(name, 1, _SPECS, lease=lease, segments=segments)
+        finally:
+            lease.release()
+
+    @staticmethod
+    def _segment_leases(store: ReadModelStore, name: str = "split_view", segments: int = 4) -> list[Lease]:
+        leases = [store.lease(name, LeaseRole.RUN, segment=segment) for segment in range(segments)]
+        assert all(lease.try_acquire() for lease in leases)
+        return leases
+
+    def break_lease(
+        self, store: ReadModelStore, projection: str, role: LeaseRole, segment: int | None
+    ) -> None:
+        """Hook: free a lease while its holder still believes it holds it (see :func:`break_lease`)."""
+        break_lease(store, projection, role, segment)
+
+    def test_segment_leases_are_exclusive_per_segment_and_independent(self, store: ReadModelStore) -> None:
+        first = store.lease("split", LeaseRole.RUN, segment=0)
+        assert (first.projection, first.role, first.segment) == ("split", LeaseRole.RUN, 0)
+        assert first.try_acquire()
+        assert not store.lease("split", LeaseRole.RUN, segment=0).try_acquire()
+        # Independent of the whole projection's lease, of other segments and of other roles.
+        others = [
+            store.lease("split", LeaseRole.RUN),
+            store.lease("split", LeaseRole.RUN, segment=1),
+            store.lease("split", LeaseRole.REBUILD, segment=0),
+            store.lease("split", LeaseRole.WORKER, segment=5),
+            store.lease("other_split", LeaseRole.RUN, segment=0),
+        ]
+        assert all(lease.try_acquire() for lease in others)
+        try:
+            assert store.lease_held("split", LeaseRole.RUN, segment=0)
+            assert store.lease_held("split", LeaseRole.RUN)
+            assert not store.lease_held("split", LeaseRole.RUN, segment=2)
+            assert store.leases_held("split", LeaseRole.RUN, 4) == {0, 1}
+            assert store.leases_held("split", LeaseRole.RUN, 1) == {0}  # only segments below the count
+            assert store.leases_held("split", LeaseRole.REBUILD, 4) == {0}
+            assert store.leases_held("split", LeaseRole.WORKER, MAX_SEGMENTS) == {5}
+            assert store.lease_held("split", LeaseRole.WORKER, segment=5)
+            assert store.leases_held("never_leased", LeaseRole.RUN, 4) == set()
+        finally:
+            for lease in others:
+                lease.release()
+        assert store.leases_held("split", LeaseRole.RUN, 4) == {0}
+        assert store.leases_held("split", LeaseRole.WORKER, MAX_SEGMENTS) == set()
+        first.release()
+        assert store.leases_held("split", LeaseRole.RUN, 4) == set()
+        second = store.lease("split", LeaseRole.RUN, segment=0)
+        assert second.try_acquire()
+        assert second.epoch > first.epoch
+        second.release()
+
+    def test_segment_numbers_and_counts_out_of_range_are_refused(self, store: ReadModelStore) -> None:
+        for bad in (-1, MAX_SEGMENTS, True, "1", 1.0):
+            with pytest.raises(InvalidInputError):
+                store.lease("split", LeaseRole.RUN, segment=bad)  # type: ignore[arg-type]
+            with pytest.raises(InvalidInputError):
+                store.lease_held("split", LeaseRole.RUN, segment=bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInputError):
+            store.lease("split", LeaseRole.WORKER)  # a worker lease is a slot: it needs its number
+        for bad in (0, -1, MAX_SEGMENTS + 1, True, 2.0):
+            with pytest.raises(InvalidInputError):
+                store.leases_held("split", LeaseRole.RUN, bad)  # type: ignore[arg-type]
+        lease = store.lease("split", LeaseRole.RUN)
+        assert lease.try_acquire()
+        try:
+            for bad in (0, MAX_SEGMENTS + 1, True):
+                with pytest.raises(InvalidInputError):
+                    store.create_generation("split", 1, _SPECS, lease=lease, segments=bad)
+            assert store.describe("split").live is None
+        finally:
+            lease.release()
+
+    def test_a_generation_is_created_under_the_whole_projections_lease_only(
+        self, store: ReadModelStore
+    ) -> None:
+        for role in (LeaseRole.RUN, LeaseRole.REBUILD):
+            lease = store.lease("split", role, segment=0)
+            assert lease.try_acquire()
+            try:
+                with pytest.raises(ValueError, match="whole projection"):
+                    store.create_generation("split", 1, _SPECS, lease=lease, segments=4)
+            finally:
+                lease.release()
+        record = store.describe("split")
+        assert (record.live, record.building) == (None, None)
+
+    def test_a_segment_moves_only_its_own_checkpoint(self, store: ReadModelStore) -> None:
+        generation = self._segmented(store)
+        assert (generation.segments, generation.checkpoint, generation.events_applied) == (4, None, 0)
+        assert [
+            (p.segment, p.checkpoint, p.events_applied, p.caught_up) for p in generation.segment_progress
+        ] == [(segment, None, 0, False) for segment in range(4)]
+        leases = self._segment_leases(store)
+        try:
+            with store.transaction("split_view", generation.number, lease=leases[0]) as uow:
+                uow.table("accounts").put("a0", {"owner": "ada"})
+                uow.set_checkpoint(10, 2)
+            live = store.describe("split_view").live
+            assert live is not None
+            assert [(p.checkpoint, p.events_applied) for p in live.segment_progress] == [
+                (10, 2),
+                (None, 0),
+                (None, 0),
+                (None, 0),
+            ]
+            # The lowest segment checkpoint: none while a segment has none.
+            assert (live.checkpoint, live.events_applied) == (None, 2)
+            for segment, position in ((1, 20), (2, 5), (3, 30)):
+                with store.transaction("split_view", generation.number, lease=leases[segment]) as uow:
+                    uow.table("accounts").put(f"a{segment}", {"owner": "bob"})
+                    uow.set_checkpoint(position, 1)
+            with store.transaction("split_view", generation.number, lease=leases[0]) as uow:
+                uow.set_checkpoint(40, 0)
+            live = store.describe("split_view").live
+            assert live is not None
+            assert [(p.checkpoint, p.events_applied) for p in live.segment_progress] == [
+                (40, 2),
+                (20, 1),
+                (5, 1),
+                (30, 1),
+            ]
+            assert (live.checkpoint, live.events_applied) == (5, 5)
+            with store.read("split_view") as view:
+                assert view.table("accounts").count() == 4  # the documents are shared
+        finally:
+            for lease in leases:
+                lease.release()
+
+    def test_a_read_view_and_a_transaction_see_the_segmented_generations_progress(
+        self, store: ReadModelStore
+    ) -> None:
+        generation = self._segmented(store)
+        leases = self._segment_leases(store)
+        try:
+            for segment, position in enumerate((8, 6, 9, 7)):
+                with store.transaction("split_view", generation.number, lease=leases[segment]) as uow:
+                    uow.set_checkpoint(position, 1)
+            with store.transaction("split_view", generation.number, lease=leases[0]) as uow:
+                seen = uow.generation
+            assert (seen.checkpoint, seen.events_applied) == (6, 4)
+            assert [p.checkpoint for p in seen.segment_progress] == [8, 6, 9, 7]
+            with store.read("split_view") as view:
+                assert (view.generation.checkpoint, view.generation.events_applied) == (6, 4)
+                assert [p.checkpoint for p in view.generation.segment_progress] == [8, 6, 9, 7]
+        finally:
+            for lease in leases:
+                lease.release()
+
+    def test_a_segment_marks_itself_caught_up(self, store: ReadModelStore) -> None:
+        building = self._segmented(store, role=LeaseRole.REBUILD)
+        lease = store.lease("split_view", LeaseRole.REBUILD, segment=2)
+        assert lease.try_acquire()
+        try:
+            with store.transaction("split_view", building.number, lease=lease) as uow:
+                uow.mark_caught_up()
+        finally:
+            lease.release()
+        record = store.describe("split_view")
+        assert record.building is not None
+        assert [p.caught_up for p in record.building.segment_progress] == [False, False, True, False]
+        # Who took each segment's lease for the building generation's role.
+        assert [p.owner for p in record.building.segment_progress] == [
+            None,
+            None,
+            f"{socket.gethostname()}:{os.getpid()}",
+            None,
+        ]
+
+    def test_a_segment_the_generation_does_not_have_is_refused(self, store: ReadModelStore) -> None:
+        generation = self._segmented(store, segments=2)
+        beyond = store.lease("split_view", LeaseRole.RUN, segment=2)
+        assert beyond.try_acquire()
+        try:
+            with (
+                pytest.raises(GenerationChangedError),
+                store.transaction("split_view", generation.number, lease=beyond),
+            ):
+                pass
+        finally:
+            beyond.release()
+
+    def test_a_segment_lease_on_an_unsegmented_generation_is_refused(self, store: ReadModelStore) -> None:
+        unsegmented = self._segmented(store, name="whole_view", segments=1)
+        assert (unsegmented.segments, unsegmented.segment_progress) == (1, ())
+        first = store.lease("whole_view", LeaseRole.RUN, segment=0)
+        assert first.try_acquire()
+        try:
+            with (
+                pytest.raises(GenerationChangedError),
+                store.transaction("whole_view", unsegmented.number, lease=first),
+            ):
+                pass
+        finally:
+            first.release()
+
+    def test_a_superseded_segment_lease_cannot_commit(self, store: ReadModelStore) -> None:
+        generation = self._segmented(store)
+        leases = self._segment_leases(store)
+        old, other = leases[:2]
+        with store.transaction("split_view", generation.number, lease=old) as uow:
+            uow.table("accounts").put("before", {"owner": "ada"})
+            uow.set_checkpoint(3, 1)
+        self.break_lease(store, "split_view", LeaseRole.RUN, 0)
+        new = store.lease("split_view", LeaseRole.RUN, segment=0)
+        deadline = time.monotonic() + 10
+        while not new.try_acquire():
+            assert time.monotonic() < deadline, "the broken lease never became free"
+            time.sleep(0.01)
+        try:
+            assert new.epoch > old.epoch
+
+            def write_with_the_old_lease() -> None:
+                with store.transaction("split_view", generation.number, lease=old) as uow:
+                    uow.table("accounts").put("after", {"owner": "mallory"})
+                    uow.set_checkpoint(9, 1)
+
+            with pytest.raises(LeaseLostError) as raised:
+                write_with_the_old_lease()
+            assert raised.value.current == new.epoch
+            live = store.describe("split_view").live
+            assert live is not None
+            assert (live.segment_progress[0].checkpoint, live.segment_progress[0].events_applied) == (3, 1)
+            with store.read("split_view") as view:
+                assert view.table("accounts").get("after") is None
+            # The new holder commits, and so does another segment's untouched lease.
+            for lease in (new, other):
+                with store.transaction("split_view", generation.number, lease=lease) as uow:
+                    uow.set_checkpoint(12, 0)
+        finally:
+            new.release()
+            for lease in leases:
+                lease.release()
+        live = store.describe("split_view").live
+        assert live is not None
+        assert [p.checkpoint for p in live.segment_progress[:2]] == [12, 12]
+
+    def test_the_lease_owner_shows_in_the_segments_progress(self, store: ReadModelStore) -> None:
+        self._segmented(store)
+        lease = store.lease("split_view", LeaseRole.RUN, segment=1)
+        assert lease.try_acquire()
+        lease.release()  # the owner is who took it last, held or not
+        live = store.describe("split_view").live
+        assert live is not None
+        assert [p.owner for p in live.segment_progress] == [
+            None,
+            f"{socket.gethostname()}:{os.getpid()}",
+            None,
+            None,
+        ]
+
+    def test_parked_events_carry_their_key_and_segment_and_retries_mark_whole_keys(
+        self, store: ReadModelStore
+    ) -> None:
+        generation = self._segmented(store)
+        leases = self._segment_leases(store)
+        try:
+            with store.transaction("split_view", generation.number, lease=leases[0]) as uow:
+                uow.park(_recorded("Acc-1", 0, 10), "ValueError: bad", 3, key="k1")
+                uow.park(_recorded("Acc-2", 0, 11), "held back", 0, held_back=True)  # key: the stream
+                uow.park(_recorded("Acc-3", 0, 12), "held back", 0, key="k1", held_back=True)
+            with store.transaction("split_view", generation.number, lease=leases[1]) as uow:
+                uow.park(_recorded("Acc-4", 0, 13), "ValueError: bad", 3, key="k2")
+                uow.park(_recorded("Acc-5", 0, 14), "ValueError: bad", 3, key="k1")  # k1 of segment 1
+            parked = store.parked_events("split_view")
+            assert [(p.position, p.key, p.segment, p.held_back, p.attempts) for p in parked] == [
+                (10, "k1", 0, False, 3),
+                (11, "Acc-2", 0, True, 0),
+                (12, "k1", 0, True, 0),
+                (13, "k2", 1, False, 3),
+                (14, "k1", 1, False, 3),
+            ]
+            with store.transaction("split_view", generation.number, lease=leases[0]) as uow:
+                assert uow.parked_keys() == {"k1", "Acc-2"}
+            with store.transaction("split_view", generation.number, lease=leases[1]) as uow:
+                assert uow.parked_keys() == {"k2", "k1"}
+            with store.transaction("split_view", generation.number, lease=leases[2]) as uow:
+                assert uow.parked_keys() == set()
+            # Held back, it stays so until it is attempted.
+            with store.transaction("split_view", generation.number, lease=leases[0]) as uow:
+                uow.parked_failed_again(11, "held back again", 0)
+            [held] = [p for p in store.parked_events("split_view") if p.position == 11]
+            assert (held.held_back, held.attempts, held.error) == (True, 0, "held back again")
+            with store.transaction("split_view", generation.number, lease=leases[0]) as uow:
+                uow.parked_failed_again(11, "ValueError: tried", 1)
+            [tried] = [p for p in store.parked_events("split_view") if p.position == 11]
+            assert (tried.held_back, tried.attempts, tried.error) == (False, 1, "ValueError: tried")
+            # A position marks its key's group in its segment: 10 and 12, not segment 1's k1.
+            assert store.request_retry("split_view", [12]) == 2
+            marked = {p.position for p in store.parked_events("split_view") if p.retry_requested}
+            assert marked == {10, 12}
+            with store.transaction("split_view", generation.number, lease=leases[0]) as uow:
+                assert [p.position for p in uow.parked_for_retry()] == [10, 12]
+            with store.transaction("split_view", generation.number, lease=leases[1]) as uow:
+                assert uow.parked_for_retry() == []
+            # An unknown key marks nothing, not even the known ones asked for with it.
+            with pytest.raises(ParkedEventNotFoundError) as raised:
+                store.request_retry("split_view", [13], keys=["nope"])
+            assert raised.value.key == "nope"
+            assert "'nope'" in str(raised.value)
+            assert "split_view" in str(raised.value)
+            assert {p.position for p in store.parked_events("split_view") if p.retry_requested} == {10, 12}
+            assert store.request_retry("split_view", keys=["k2"]) == 1
+            assert store.request_retry("split_view", keys=["k1"]) == 3  # every segment's k1
+            marked = {p.position for p in store.parked_events("split_view") if p.retry_requested}
+            assert marked == {10, 12, 13, 14}
+        finally:
+            for lease in leases:
+                lease.release()
+
+    def test_dropping_a_projection_is_refused_while_a_segment_or_worker_lease_is_held(
+        self, store: ReadModelStore
+    ) -> None:
+        self._segmented(store)
+        for role, segment in ((LeaseRole.RUN, 3), (LeaseRole.REBUILD, 1), (LeaseRole.WORKER, 0)):
+            lease = store.lease("split_view", role, segment=segment)
+            assert lease.try_acquire()
+            try:
+                with pytest.raises(ProjectionRunningError) as raised:
+                    store.drop_projection("split_view")
+                assert "split_view" in str(raised.value)
+                assert store.describe("split_view").live is not None
+            finally:
+                lease.release()
+        assert store.drop_projection("split_view") is True
+        assert store.describe("split_view").live is None
+
+    def test_a_database_of_the_previous_schema_is_upgraded_keeping_its_parked_events(
+        self, read_model_store_factory: ReadModelStoreFactory, store: ReadModelStore, writer: Writer
+    ) -> None:
+        if not self.SUPPORTS_RAW_SQL:
+            pytest.skip("the memory store keeps no schema between openings")
+        event = _recorded("Acc-1", 2, 17)
+        with writer.transaction() as uow:
+            uow.table("accounts").put("a1", {"owner": "ada"})
+            uow.park(event, "ValueError: bad", 3)
+            uow.set_checkpoint(17, 1)
+            schema = uow.sql_table("accounts").rpartition(".")[0]
+        prefix = f"{schema}." if schema else ""
+        # Back to the previous release's bookkeeping: no segment tables, no segment columns.
+        with writer.transaction() as uow:
+            uow.execute(f"DROP TABLE {prefix}rm_segments")
+            uow.execute(f"DROP TABLE {prefix}rm_leases")
+            for column in ("key", "segment", "held_back"):
+                uow.execute(f"ALTER TABLE {prefix}rm_parked DROP COLUMN {column}")
+            uow.execute(f"ALTER TABLE {prefix}rm_generations DROP COLUMN segments")
+        store.close()
+        for _ in range(2):  # upgrading is idempotent
+            reopened = read_model_store_factory()
+            try:
+                [parked] = reopened.parked_events("accounts_view")
+                assert parked.to_recorded() == event
+                assert (parked.key, parked.segment, parked.held_back) == ("", None, False)
+                assert (parked.error, parked.attempts) == ("ValueError: bad", 3)
+                live = reopened.describe("accounts_view").live
+                assert live is not None
+                assert (live.segments, live.segment_progress, live.checkpoint) == (1, (), 17)
+                with reopened.read("accounts_view") as view:
+                    assert view.table("accounts").get("a1") == {"owner": "ada"}
+            finally:
+                reopened.close()
+        reopened = read_model_store_factory()
+        try:
+            assert reopened.request_retry("accounts_view", keys=[""]) == 1
+            # And segmented generations work on the upgraded database.
+            generation = self._segmented(reopened)
+            lease = reopened.lease("split_view", LeaseRole.RUN, segment=3)
+            assert lease.try_acquire()
+            try:
+                with reopened.transaction("split_view", generation.number, lease=lease) as uow:
+                    uow.set_checkpoint(5, 1)
+            finally:
+                lease.release()
+            live = reopened.describe("split_view").live
+            assert live is not None
+            assert live.segment_progress[3].checkpoint == 5
+        finally:
+            reopened.close()
+
 
 # --------------------------------------------------------------------------- the runner contract
 
@@ -829,6 +1345,7 @@ class ProjectionRunnerContract:
         options.setdefault("batch_delay", 0.01)
         options.setdefault("lease_poll_interval", 0.02)
         options.setdefault("retry_check_interval", 0.02)
+        options.setdefault("rebalance_interval", 0.1)
         return ProjectionRunner(projection, events, store, **options)
 
     @staticmethod
@@ -979,7 +1496,7 @@ class ProjectionRunnerContract:
         assert record.live is not None
         assert record.live.checkpoint is not None
         assert record.live.checkpoint < bad_position
-        assert record.state is ProjectionState.FAILED
+        assert record.state is ProjectionState.FAILED, record.state
         assert record.last_error is not None
         assert stream in record.last_error
         # After the fix, a restart applies the event and the rest.
@@ -1078,32 +1595,48 @@ class ProjectionRunnerContract:
         assert failures["left"] == 0
         assert self.counts(store) == {stream: 6}
 
-    def test_the_park_policy_sets_the_event_aside_and_goes_on(
+    def test_the_park_policy_parks_the_event_and_its_streams_later_events_and_goes_on(
         self, event_store: EventStore, store: ReadModelStore, event_type: str
     ) -> None:
-        stream = _stream()
+        stream, other = _stream(), _stream()
         append_tallied(event_store, stream, 2, event_type)
         bad = append_tallied(event_store, stream, 1, event_type)
+        append_tallied(event_store, other, 1, event_type)
         append_tallied(event_store, stream, 2, event_type)
+        append_tallied(event_store, other, 2, event_type)
         fixed = {"yes": False}
         projection = ParkingTally(event_type, poison=lambda e: e.position == bad and not fixed["yes"])
         runner = self.runner(projection, event_store, store)
         runner.run(until_caught_up=True)
-        assert self.counts(store) == {stream: 4}
-        [parked] = store.parked_events("tally")
-        assert (parked.position, parked.stream, parked.revision, parked.attempts) == (bad, stream, 2, 3)
-        assert "poisoned" in parked.error
+        # The other stream goes on; the bad event's later ones wait behind it (ordered parking).
+        assert self.counts(store) == {stream: 2, other: 3}
+        first, *behind = store.parked_events("tally")
+        assert (first.position, first.stream, first.revision, first.attempts) == (bad, stream, 2, 3)
+        assert (first.key, first.held_back) == (stream, False)
+        assert "poisoned" in first.error
+        assert [(p.revision, p.key, p.held_back, p.attempts) for p in behind] == [
+            (3, stream, True, 0),
+            (4, stream, True, 0),
+        ]
+        assert all("held back" in p.error for p in behind)
         status = projection_status(projection, event_store, store)
-        assert status.parked == 1
+        assert status.parked == 3
         assert status.last_error is not None
         assert "poisoned" in status.last_error
-        assert runner.retry_parked() == 0  # still failing: stays parked, with one more attempt
-        [parked] = store.parked_events("tally")
-        assert (parked.attempts, parked.retry_requested) == (4, False)
+        assert runner.retry_parked([bad]) == 0  # still failing: all stay parked, in order
+        first, *behind = store.parked_events("tally")
+        assert (first.attempts, first.retry_requested, first.held_back) == (4, False, False)
+        assert [(p.held_back, p.retry_requested, p.attempts) for p in behind] == [(True, False, 0)] * 2
         fixed["yes"] = True
-        assert runner.retry_parked() == 1
+        assert runner.retry_parked(keys=[stream]) == 3
         assert store.parked_events("tally") == []
-        assert self.counts(store) == {stream: 5}
+        assert self.counts(store) == {stream: 5, other: 3}
+        with store.read("tally") as view:
+            assert all(doc["in_order"] for doc in view.table("streams").find())
+        # Nothing is parked any more: the stream's next events are applied at once.
+        append_tallied(event_store, stream, 1, event_type)
+        runner.run(until_caught_up=True)
+        assert self.counts(store) == {stream: 6, other: 3}
 
     def test_a_running_runner_retries_parked_events_on_request(
         self, event_store: EventStore, store: ReadModelStore, event_type: str
@@ -1232,7 +1765,12 @@ class ProjectionRunnerContract:
         assert (new.version, new.checkpoint) == (2, old.checkpoint)
         assert new.number != old.number
         with store.read("tally") as view:
-            assert view.table("streams").get(stream) == {"count": 5, "last_revision": 4, "version": 2}
+            assert view.table("streams").get(stream) == {
+                "count": 5,
+                "last_revision": 4,
+                "version": 2,
+                "in_order": True,
+            }
         with pytest.raises(ProjectionVersionError) as raised:
             self.runner(Tally(event_type), event_store, store).run(until_caught_up=True)
         assert (raised.value.code_version, raised.value.live_version) == (1, 2)
@@ -1288,3 +1826,317 @@ class ProjectionRunnerContract:
         finally:
             runner.stop()
             runner.join(10)
+
+    # -- segments -------------------------------------------------------------------------
+
+    def break_lease(
+        self, store: ReadModelStore, projection: str, role: LeaseRole, segment: int | None
+    ) -> None:
+        """Hook: free a lease while its holder still believes it holds it (see :func:`break_lease`)."""
+        break_lease(store, projection, role, segment)
+
+    @staticmethod
+    def in_order(store: ReadModelStore, name: str = "tally") -> bool:
+        """Whether every stream's events were applied in the order of their revisions."""
+        with store.read(name) as view:
+            return all(doc["in_order"] for doc in view.table("streams").find())
+
+    def test_a_segmented_projection_equals_the_unsegmented_one_in_order(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        streams = [stream for bucket in _streams_in_segments(4, 3) for stream in bucket]
+        for round_ in range(4):  # interleaved, so each segment skips the others' events
+            for stream in streams:
+                append_tallied(event_store, stream, 2 + round_ % 2, event_type)
+        total = 12 * (2 + 3 + 2 + 3)
+        outcome = self.runner(SegmentedTally(event_type), event_store, store, batch_size=16).run(
+            until_caught_up=True
+        )
+        assert outcome is RunOutcome.CAUGHT_UP
+        self.runner(TallyCopy(event_type), event_store, store).run(until_caught_up=True)
+        tables = ("streams", "applied")
+        assert read_model_snapshot(store, "tally", tables) == read_model_snapshot(store, "tally_copy", tables)
+        assert self.counts(store) == dict.fromkeys(sorted(streams), 10)
+        assert self.in_order(store)
+        live = store.describe("tally").live
+        assert live is not None
+        assert (live.segments, live.events_applied) == (4, total)
+        assert [p.events_applied for p in live.segment_progress] == [30, 30, 30, 30]
+
+    def test_two_workers_share_the_segments_and_one_takes_all_when_the_other_stops(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        streams = [bucket[0] for bucket in _streams_in_segments(4, 1)]
+
+        def append_round() -> int:
+            return max(append_tallied(event_store, stream, 1, event_type) for stream in streams)
+
+        def workers_of_latest() -> list[str]:
+            with store.read("tally") as view:
+                docs = [view.table("streams").get(stream) for stream in streams]
+            return [doc["worker"] for doc in docs if doc is not None]
+
+        first = self.runner(WorkerTally(event_type, worker="a"), event_store, store)
+        second = self.runner(WorkerTally(event_type, worker="b"), event_store, store)
+        try:
+            first.start()
+            first.wait_for(append_round(), timeout=15)
+            assert workers_of_latest() == ["a"] * 4
+            second.start()
+            # The second worker counts itself in; the first hands back its extra segments.
+            _wait_until(lambda: first.status().workers == 2, "the second worker never showed")
+
+            def shared() -> bool:
+                first.wait_for(append_round(), timeout=15)
+                return sorted(workers_of_latest()) == ["a", "a", "b", "b"]
+
+            _wait_until(shared, "the workers never shared the segments two each")
+            status = first.status()
+            assert [s.running for s in status.segments] == [True] * 4
+            assert {s.owner for s in status.segments} == {f"{socket.gethostname()}:{os.getpid()}"}
+            first.stop()
+            first.join(15)
+            _wait_until(lambda: second.status().workers == 1, "the first worker's slot stayed taken")
+
+            def taken_over() -> bool:
+                second.wait_for(append_round(), timeout=15)
+                return workers_of_latest() == ["b"] * 4
+
+            _wait_until(taken_over, "the second worker never took every segment")
+        finally:
+            first.stop()
+            second.stop()
+            first.join(15)
+            second.join(15)
+        assert self.in_order(store)
+        counts = self.counts(store)
+        assert set(counts) == set(streams)
+        assert len(set(counts.values())) == 1  # every round applied to every stream, once
+        assert not store.leases_held("tally", LeaseRole.WORKER, MAX_SEGMENTS)
+        assert not store.leases_held("tally", LeaseRole.RUN, 4)
+
+    def test_a_parked_event_holds_back_its_keys_later_events_in_its_segment_only(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        buckets = _streams_in_segments(4, 2)
+        segment = 1
+        key, neighbour = buckets[segment]  # the same segment
+        elsewhere = buckets[3][0]
+        append_tallied(event_store, key, 2, event_type)
+        bad = append_tallied(event_store, key, 1, event_type)
+        append_tallied(event_store, neighbour, 1, event_type)
+        append_tallied(event_store, elsewhere, 1, event_type)
+        append_tallied(event_store, key, 2, event_type)
+        append_tallied(event_store, neighbour, 1, event_type)
+        append_tallied(event_store, elsewhere, 1, event_type)
+        fixed = {"yes": False}
+        projection = ParkingSegmentedTally(
+            event_type, poison=lambda e: e.position == bad and not fixed["yes"]
+        )
+        runner = self.runner(projection, event_store, store, batch_size=3)
+        assert runner.run(until_caught_up=True) is RunOutcome.CAUGHT_UP
+        assert self.counts(store) == {key: 2, neighbour: 2, elsewhere: 2}
+        parked = store.parked_events("tally")
+        assert [(p.stream, p.revision, p.key, p.segment, p.held_back) for p in parked] == [
+            (key, 2, key, segment, False),
+            (key, 3, key, segment, True),
+            (key, 4, key, segment, True),
+        ]
+        assert (parked[0].position, parked[0].attempts) == (bad, 3)
+        status = projection_status(projection, event_store, store)
+        assert [s.parked for s in status.segments] == [0, 3, 0, 0]
+        assert status.parked == 3
+        fixed["yes"] = True
+        assert runner.retry_parked(keys=[key]) == 3
+        assert store.parked_events("tally") == []
+        assert self.counts(store) == {key: 5, neighbour: 2, elsewhere: 2}
+        assert self.in_order(store)
+        append_tallied(event_store, key, 1, event_type)
+        runner.run(until_caught_up=True)
+        assert self.counts(store) == {key: 6, neighbour: 2, elsewhere: 2}
+
+    def _fail_in_segment_two(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> tuple[ProjectionFailedError, str, int]:
+        """Run a segmented tally whose one event of segment 2 keeps failing: the error, stream, position."""
+        from structlog.testing import capture_logs  # noqa: PLC0415 - test-only
+
+        buckets = _streams_in_segments(4, 1)
+        stream = buckets[2][0]
+        for bucket in buckets:
+            append_tallied(event_store, bucket[0], 2, event_type)
+        bad = append_tallied(event_store, stream, 1, event_type)
+        runner = self.runner(
+            SegmentedTally(event_type, poison=lambda e: e.position == bad), event_store, store
+        )
+        # Captured, the crash's traceback is not rendered (which takes a second or more).
+        with capture_logs():
+            runner.start()
+            with pytest.raises(ProjectionFailedError) as raised:
+                runner.join(15)
+        return raised.value, stream, bad
+
+    def test_a_failure_in_one_segment_stops_the_worker_naming_the_event(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        error, stream, bad = self._fail_in_segment_two(event_store, store, event_type)
+        assert (error.projection, error.stream, error.revision, error.position) == ("tally", stream, 2, bad)
+        assert error.attempts == 3
+        assert stream in str(error)
+        assert self.counts(store)[stream] == 2
+        record = store.describe("tally")
+        assert record.state is ProjectionState.FAILED, record.state
+        assert record.last_error is not None
+        assert stream in record.last_error
+        assert not store.leases_held("tally", LeaseRole.WORKER, MAX_SEGMENTS)
+        assert not store.leases_held("tally", LeaseRole.RUN, 4)
+
+    def test_a_worker_whose_segment_lease_was_taken_over_cannot_commit(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        from structlog.testing import capture_logs  # noqa: PLC0415 - test-only
+
+        buckets = _streams_in_segments(4, 1)
+        lost, kept = buckets[0][0], buckets[3][0]
+        runner = self.runner(SegmentedTally(event_type), event_store, store)
+        taken: Lease | None = None
+        with capture_logs() as logs:
+            runner.start()
+            try:
+                runner.wait_for(max(append_tallied(event_store, s, 1, event_type) for s in (lost, kept)), 15)
+                live = store.describe("tally").live
+                assert live is not None
+                before = live.segment_progress[0]
+                # Segment 0's holder is presumed dead: its lock is broken and taken by another.
+                self.break_lease(store, "tally", LeaseRole.RUN, 0)
+                taken = store.lease("tally", LeaseRole.RUN, segment=0)
+                _wait_until(taken.try_acquire, "the broken lease never became free")
+                append_tallied(event_store, lost, 3, event_type)
+                append_tallied(event_store, kept, 2, event_type)
+                _wait_until(
+                    lambda: any(
+                        e["event"] == "projection.lease_lost" and e.get("segment") == 0 for e in logs
+                    ),
+                    "the worker never met the lost lease",
+                )
+                _wait_until(lambda: self.counts(store)[kept] == 3, "the other segments stopped")
+                # Nothing of the segment whose lease was lost: no documents, no checkpoint.
+                assert self.counts(store)[lost] == 1
+                live = store.describe("tally").live
+                assert live is not None
+                after = live.segment_progress[0]
+                assert (after.checkpoint, after.events_applied) == (before.checkpoint, before.events_applied)
+                lost_error = next(e for e in logs if e["event"] == "projection.lease_lost")
+                assert "LeaseLostError" in lost_error["error"]
+                # Once the lease is free again, the worker claims the segment back and goes on.
+                taken.release()
+                _wait_until(lambda: self.counts(store)[lost] == 4, "the worker never took the segment back")
+                assert self.in_order(store)
+            finally:
+                runner.stop()
+                runner.join(15)
+                if taken is not None:
+                    taken.release()
+
+    def test_bumping_a_segmented_projections_version_rebuilds_blue_green(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        buckets = _streams_in_segments(4, 2)
+        streams = [stream for bucket in buckets for stream in bucket]
+        for stream in streams:
+            append_tallied(event_store, stream, 5, event_type)
+        self.runner(SegmentedTally(event_type), event_store, store).run(until_caught_up=True)
+        old = store.describe("tally").live
+        assert old is not None
+        served: list[tuple[int, int, set[int]]] = []
+        outcomes: list[RunOutcome] = []
+        upgrader = self.runner(SegmentedTallyV2(event_type, delay=0.005), event_store, store)
+        thread = threading.Thread(target=lambda: outcomes.append(upgrader.run(until_caught_up=True)))
+        thread.start()
+        try:
+            while thread.is_alive():  # what queries see while the new version builds, and after
+                with store.read("tally") as view:
+                    versions = {doc["version"] for doc in view.table("streams").find()}
+                    served.append((view.generation.number, view.generation.version, versions))
+                time.sleep(0.01)
+        finally:
+            upgrader.stop()
+            thread.join(15)
+        assert outcomes == [RunOutcome.CAUGHT_UP]
+        new = store.describe("tally").live
+        assert new is not None
+        # The old generation, whole, until the switch; then the new one, whole; nothing between.
+        old_view, new_view = (old.number, 1, {1}), (new.number, 2, {2})
+        assert served[0] == old_view
+        switched = served.index(new_view) if new_view in served else len(served)
+        assert all(look == old_view for look in served[:switched])
+        assert all(look == new_view for look in served[switched:])
+        assert new.number != old.number
+        assert (new.version, new.segments, new.events_applied) == (2, 4, 40)
+        assert store.describe("tally").building is None
+        last = {stream: max(e.position for e in event_store.read_stream(stream)) for stream in streams}
+        for progress in new.segment_progress:
+            assert progress.checkpoint is not None
+            assert progress.checkpoint >= max(last[stream] for stream in buckets[progress.segment])
+            assert progress.events_applied == 10
+        with store.read("tally") as view:
+            docs = view.table("streams").find()
+        assert {doc["version"] for doc in docs} == {2}
+        assert self.counts(store) == dict.fromkeys(sorted(streams), 5)
+        assert self.in_order(store)
+
+    def test_changing_the_number_of_segments_rebuilds(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        streams = [_stream() for _ in range(6)]
+        for stream in streams:
+            append_tallied(event_store, stream, 4, event_type)
+        numbers = []
+        for projection in (Tally(event_type), SegmentedTally(event_type), TwoSegmentTally(event_type)):
+            assert (
+                self.runner(projection, event_store, store).run(until_caught_up=True) is RunOutcome.CAUGHT_UP
+            )
+            live = store.describe("tally").live
+            assert live is not None
+            assert (live.segments, len(live.segment_progress)) == (
+                projection.segments,
+                0 if projection.segments == 1 else projection.segments,
+            )
+            assert live.events_applied == 24
+            numbers.append(live.number)
+            assert self.counts(store) == dict.fromkeys(sorted(streams), 4)
+            assert self.in_order(store)
+        assert len(set(numbers)) == 3  # each change built a new generation
+
+    def test_rebuilding_a_segmented_projection_reports_each_segments_progress(
+        self, event_store: EventStore, store: ReadModelStore, event_type: str
+    ) -> None:
+        streams = [stream for bucket in _streams_in_segments(4, 2) for stream in bucket]
+        for stream in streams:
+            append_tallied(event_store, stream, 5, event_type)
+        self.runner(SegmentedTally(event_type), event_store, store).run(until_caught_up=True)
+        before = read_model_snapshot(store, "tally", ("streams", "applied"))
+        live = store.describe("tally").live
+        assert live is not None
+        progress: list[Progress] = []
+        # A little slow (40 events, 20 ms each), so that progress is reported while it builds.
+        builder = self.runner(SegmentedTally(event_type, delay=0.02), event_store, store)
+        watchdog = threading.Timer(15.0, builder.stop)  # a rebuild that never ends fails, not hangs
+        watchdog.start()
+        try:
+            report = rebuild(builder.projection, event_store, store, progress=progress.append, runner=builder)
+        finally:
+            watchdog.cancel()
+        assert report is not None
+        assert report.switched
+        assert report.generation != live.number
+        assert report.events == 40
+        assert progress, "no progress was reported"
+        assert all(len(update.segments) == 4 for update in progress)
+        assert [update.done for update in progress] == sorted(update.done for update in progress)
+        for update in progress:
+            assert update.done == sum(segment.events_applied for segment in update.segments)
+        after = store.describe("tally").live
+        assert after is not None
+        assert after.number == report.generation
+        assert read_model_snapshot(store, "tally", ("streams", "applied")) == before

@@ -1,10 +1,13 @@
 """An application spec for the projection commands' tests: the bank, with one projection that can
 be made to fail (to park events) and to go slowly (to interrupt a rebuild).
 
-* ``CLI_POISON_MARKER``: while the file it names exists, opening an account for ``Poison`` fails.
+* ``CLI_POISON_MARKER``: while the file it names exists, opening an account for ``Poison`` fails
+  (or, when ``CLI_POISON_ACCOUNT`` is set, opening the account it names, and no other).
 * ``CLI_SLOW_SECONDS``: every handled event takes this long.
 
-Loaded by the subprocesses as ``--app cli._app:app`` (``tests`` is on their ``PYTHONPATH``).
+Loaded by the subprocesses as ``--app cli._app:app`` (``tests`` is on their ``PYTHONPATH``);
+``--app cli._app:segmented`` is the same with a segmented projection instead
+(:class:`SegmentedBalances`, ``segments = 4``).
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from escqrs.examples.bank.app import bank
 from escqrs.examples.bank.events import AccountOpened, MoneyDeposited, MoneyWithdrawn, registry
 from projections import Backoff, EventContext, FailurePolicy, Projection, TableSpec
 
-__all__ = ["BALANCES", "Balances", "app"]
+__all__ = ["BALANCES", "SEGMENTED", "Balances", "SegmentedBalances", "app", "segmented"]
 
 #: The name of the test projection.
 BALANCES = "cli_balances"
+#: The name of the segmented test projection.
+SEGMENTED = "cli_segmented_balances"
 
 
 def _pause() -> None:
@@ -49,7 +54,9 @@ class Balances(Projection):
     def opened(self, event: AccountOpened, context: EventContext) -> None:
         _pause()
         marker = os.environ.get("CLI_POISON_MARKER")
-        if event.owner == "Poison" and marker and Path(marker).exists():
+        account = os.environ.get("CLI_POISON_ACCOUNT")
+        poisoned = event.account_id == account if account else event.owner == "Poison"
+        if poisoned and marker and Path(marker).exists():
             raise RuntimeError(f"account {event.account_id} is poisoned")
         context.table("balances").put(event.account_id, {"owner": event.owner, "balance": "0"})
 
@@ -65,4 +72,20 @@ app = AppSpec(
     registry=registry,
     aggregates=bank.aggregates,
     projections=(Balances,),
+)
+
+
+class SegmentedBalances(Balances):
+    """:class:`Balances` split into four segments (each account's events stay in one)."""
+
+    name = SEGMENTED
+    segments = 4
+
+
+#: The test application with the segmented projection (and no other).
+segmented = AppSpec(
+    name="cli-test-segmented",
+    registry=registry,
+    aggregates=bank.aggregates,
+    projections=(SegmentedBalances,),
 )

@@ -97,18 +97,42 @@ def test_run_parks_a_failing_event_status_and_parked_show_it_and_retry_applies_i
     assert "Catching up cli_balances" in run.stderr
     assert BALANCES in ok(run)
 
+    # Parking is ordered: the deposit after the failed opening is held back behind it.
     (status,) = json.loads(ok(escqrs("projections", "status", "--json", env=env)))
-    assert (status["parked"], status["lag_events"], status["running"]) == (1, 0, False)
+    assert (status["parked"], status["lag_events"], status["running"]) == (2, 0, False)
     assert status["checkpoint"] == status["head_position"]
+    assert (status["segments"], status["workers"]) == ([], 0)
 
-    (parked,) = json.loads(ok(escqrs("projections", "parked", "--json", env=env)))
-    assert parked["type"] == "AccountOpened"
-    assert "poisoned" in parked["error"]
+    failed, held = json.loads(ok(escqrs("projections", "parked", "--json", env=env)))
+    assert (failed["type"], failed["held_back"], failed["attempts"]) == ("AccountOpened", False, 1)
+    assert "poisoned" in failed["error"]
+    assert (held["type"], held["held_back"], held["attempts"]) == ("MoneyDeposited", True, 0)
+    assert failed["key"] == held["key"] == failed["stream"] == held["stream"]
+    assert failed["segment"] is held["segment"] is None
+    assert held["position"] > failed["position"]
+    assert f"held back: an earlier event of {failed['key']!r} is parked" in held["error"]
+
+    table = ok(escqrs("projections", "parked", env=env))
+    assert "2 parked events in 1 key" in table
+    assert f"1 (position {held['position']})" in table  # the held-back column of the key's row
+    assert "MoneyDeposited" not in table  # one row per key: the failing event's
 
     marker.unlink()
-    retried = json.loads(ok(escqrs("projections", "retry", BALANCES, "--json", env=env)))
-    assert (retried["retried"], retried["still_parked"]) == ([parked["position"]], [])
+    # One position retries its whole key, in order: the opening, then the deposit.
+    retried = json.loads(
+        ok(escqrs("projections", "retry", BALANCES, "--position", str(failed["position"]), "--json", env=env))
+    )
+    assert (retried["retried"], retried["still_parked"]) == ([failed["position"], held["position"]], [])
+    assert (retried["count"], retried["keys"]) == (2, [failed["key"]])
     assert json.loads(ok(escqrs("projections", "parked", "--json", env=env))) == []
+    views = connect_read_models(env["ESCQRS_READ_MODELS"])
+    try:
+        with views.read(BALANCES) as view:
+            balance = view.table("balances").get(failed["stream"].removeprefix("Account-"))
+    finally:
+        views.close()
+    assert balance is not None
+    assert (balance["owner"], balance["balance"]) == ("Poison", "10.00")
 
 
 def test_retry_without_parked_events_says_so_and_succeeds(poisoned: Backend, tmp_path: Path) -> None:

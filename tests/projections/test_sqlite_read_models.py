@@ -70,7 +70,12 @@ def test_a_locked_read_model_database_is_retried_until_it_frees_up(tmp_path: Pat
         runner.stop()
         runner.join(10)
     with store.read("tally") as view:
-        assert view.table("streams").get("Tally-1") == {"count": 3, "last_revision": 2, "version": 1}
+        assert view.table("streams").get("Tally-1") == {
+            "count": 3,
+            "last_revision": 2,
+            "version": 1,
+            "in_order": True,
+        }
     store.close()
 
 
@@ -227,7 +232,12 @@ def test_a_batch_the_store_refuses_at_commit_is_split_to_name_the_event(tmp_path
         assert (refused["events"], refused["last_position"]) == (5, last)
         assert "count too high" in refused["error"]
         with store.read("tally") as view:
-            assert view.table("streams").get("Tally-1") == {"count": 2, "last_revision": 1, "version": 1}
+            assert view.table("streams").get("Tally-1") == {
+                "count": 2,
+                "last_revision": 1,
+                "version": 1,
+                "in_order": True,
+            }
     finally:
         store.close()
         events.close()
