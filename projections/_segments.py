@@ -283,8 +283,10 @@ class SegmentPool:
         runner: ProjectionRunner,
         store: ReadModelStore,
         name: str,
+        *,
         segments: int,
         rebalance_interval: float,
+        outages: tuple[type[Exception], ...],
     ) -> None:
         self._runner = runner
         self._store = store
@@ -293,6 +295,8 @@ class SegmentPool:
         self._interval = rebalance_interval
         self._children: dict[int, _Child] = {}
         self._log = logger.bind(projection=name, segments=segments)
+        self._outages = outages
+        self._backoff = runner._store_backoff
         self._feed = SharedFeed(
             runner._events,
             event_filter=runner._filter,
@@ -311,28 +315,51 @@ class SegmentPool:
     # -- running ----------------------------------------------------------------------------
 
     def run(self, *, until_caught_up: bool, stopping: Callable[[], bool]) -> bool:
-        """Run segments until ``stopping()``; with ``until_caught_up``, whether all caught up."""
-        slot = self._take_slot(stopping)
-        if slot is None:
-            return False
+        """Run segments until ``stopping()``; with ``until_caught_up``, whether all caught up.
+
+        An outage of the read model store while looking at the other workers (or taking a slot
+        or a segment) is retried with the runner's ``store_backoff``, as the runner retries its
+        own; the segments it runs meanwhile handle theirs themselves.
+        """
+        slot: Lease | None = None
         done: set[int] = set()
         failed = False
-        self._log.info("projection.worker_started", slot=slot.segment)
+        failures = 0
         try:
             next_check = 0.0
             while not stopping():
-                self._reap(done)
-                if until_caught_up and len(done) == self._segments:
-                    return True
-                if time.monotonic() >= next_check:
-                    next_check = time.monotonic() + self._interval
-                    held_elsewhere = self._rebalance(done, until_caught_up=until_caught_up)
-                    if (
-                        until_caught_up
-                        and not self._children
-                        and done | held_elsewhere >= set(range(self._segments))
-                    ):
+                try:
+                    if slot is None or not slot.held:
+                        slot = self._take_slot(stopping)
+                        if slot is None:
+                            return False
+                        self._log.info("projection.worker_started", slot=slot.segment)
+                    self._reap(done)
+                    if until_caught_up and len(done) == self._segments:
                         return True
+                    if time.monotonic() >= next_check:
+                        next_check = time.monotonic() + self._interval
+                        held_elsewhere = self._rebalance(done, until_caught_up=until_caught_up)
+                        if (
+                            until_caught_up
+                            and not self._children
+                            and done | held_elsewhere >= set(range(self._segments))
+                        ):
+                            return True
+                    failures = 0
+                except self._outages as exc:
+                    failures += 1
+                    if failures >= self._backoff.max_attempts:
+                        raise
+                    delay = self._backoff.delay(failures)
+                    self._log.warning(
+                        "projection.worker_store_unavailable",
+                        attempt=failures,
+                        retry_in=delay,
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
+                    self._runner._sleep(delay)
+                    continue
                 time.sleep(_TICK)
             return False
         except BaseException:
@@ -341,10 +368,21 @@ class SegmentPool:
         finally:
             self._stop_all()
             self._feed.close()
-            slot.release()
-            if not failed and not self._store.leases_held(self._name, LeaseRole.WORKER, MAX_SEGMENTS):
-                self._runner._record_state(ProjectionState.STOPPED)  # the last worker to go
+            if slot is not None:
+                slot.release()
+            self._record_stopped(failed)
             self._log.info("projection.worker_stopped", caught_up=sorted(done))
+
+    def _record_stopped(self, failed: bool) -> None:
+        """The last worker to stop records STOPPED (unless a failure was recorded)."""
+        if failed:
+            return
+        try:
+            others = self._store.leases_held(self._name, LeaseRole.WORKER, MAX_SEGMENTS)
+        except self._outages:
+            return  # the store is away: status reads an active state nobody holds as stopped
+        if not others:
+            self._runner._record_state(ProjectionState.STOPPED)
 
     @property
     def held(self) -> list[int]:

@@ -52,7 +52,7 @@ from projections.errors import ProjectionDefinitionError
 from projections.read_model_store._names import validate_projection_name
 from projections.read_model_store.port import MAX_SEGMENTS, ReadModelWriter, Table, TableSpec
 
-__all__ = ["Backoff", "EventContext", "FailurePolicy", "Projection", "segment_of"]
+__all__ = ["Backoff", "EventContext", "FailurePolicy", "Projection", "key_function", "segment_of"]
 
 E = TypeVar("E", bound=DomainEvent)
 
@@ -125,6 +125,26 @@ def segment_of(key: str, segments: int) -> int:
     release (Python's ``hash`` is salted per process, so it would not do).
     """
     return zlib.crc32(key.encode("utf-8", "surrogatepass")) % segments
+
+
+def key_function(projection: Projection) -> Callable[[RecordedEvent], str]:
+    """``projection.sequencing_key`` as the runner and status use it: the stream when it raises.
+
+    An event whose key cannot be computed (it does not decode, say) must still land in exactly
+    one segment, where applying it fails and goes through the retry, stop or park path that
+    names it; every segment computes the same fallback, so exactly one of them takes it.
+    """
+    key_of = projection.sequencing_key
+    if type(projection).sequencing_key is Projection.sequencing_key:
+        return key_of  # the stream: nothing to fall back from
+
+    def key(recorded: RecordedEvent) -> str:
+        try:
+            return key_of(recorded)
+        except Exception:  # noqa: BLE001 - the handler reports it, with its stream and revision
+            return recorded.stream
+
+    return key
 
 
 class Projection:

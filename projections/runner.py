@@ -48,7 +48,7 @@ import enum
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -85,7 +85,7 @@ from projections.errors import (
     ReadModelStoreUnavailableError,
     RunnerAlreadyRunningError,
 )
-from projections.projection import Backoff, FailurePolicy, Projection, segment_of
+from projections.projection import Backoff, FailurePolicy, Projection, key_function, segment_of
 from projections.read_model_store.port import (
     Generation,
     Lease,
@@ -148,23 +148,6 @@ class _Follow(enum.Enum):
 
 def _describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
-
-
-def _tolerant(key_of: Callable[[RecordedEvent], str]) -> Callable[[RecordedEvent], str]:
-    """A projection's own ``sequencing_key``, falling back to the stream when it raises.
-
-    An event whose key cannot be computed (it does not decode, say) must still land in exactly
-    one segment, where applying it fails and goes through the retry, stop or park path that
-    names it; every segment computes the same fallback, so exactly one of them takes it.
-    """
-
-    def key(recorded: RecordedEvent) -> str:
-        try:
-            return key_of(recorded)
-        except Exception:  # noqa: BLE001 - the handler reports it, with its stream and revision
-            return recorded.stream
-
-    return key
 
 
 def _held_back(key: str) -> str:
@@ -267,9 +250,7 @@ class ProjectionRunner:
         self._segment: int | None = None
         #: The segment lease the pool took for this runner, which it must not wait for again.
         self._claimed: Lease | None = None
-        self._sequencing_key: Callable[[RecordedEvent], str] = projection.sequencing_key
-        if type(projection).sequencing_key is not Projection.sequencing_key:
-            self._sequencing_key = _tolerant(projection.sequencing_key)
+        self._sequencing_key = key_function(projection)
         #: The sequencing keys with parked events in the generation (and segment) followed.
         self._blocked: set[str] = set()
         #: The reader of $all a segment runner shares with its worker's other segments.
@@ -515,7 +496,14 @@ class ProjectionRunner:
 
     def _run(self, *, until_caught_up: bool) -> RunOutcome:
         if self._segments > 1 and self._segment is None:
-            pool = SegmentPool(self, self._store, self._name, self._segments, self._rebalance_interval)
+            pool = SegmentPool(
+                self,
+                self._store,
+                self._name,
+                segments=self._segments,
+                rebalance_interval=self._rebalance_interval,
+                outages=_OUTAGES,
+            )
             caught_up = pool.run(until_caught_up=until_caught_up, stopping=lambda: self._stop_requested)
             return RunOutcome.CAUGHT_UP if caught_up else RunOutcome.STOPPED
         lease = self._claimed or self._store.lease(self._name, LeaseRole.RUN)
@@ -628,7 +616,14 @@ class ProjectionRunner:
         self._running.set()
         try:
             if self._segments > 1 and self._segment is None:
-                pool = SegmentPool(self, self._store, self._name, self._segments, self._rebalance_interval)
+                pool = SegmentPool(
+                    self,
+                    self._store,
+                    self._name,
+                    segments=self._segments,
+                    rebalance_interval=self._rebalance_interval,
+                    outages=_OUTAGES,
+                )
                 return pool.rebuild(progress, stopping=lambda: self._stop_requested)
             return self._build(progress)
         finally:

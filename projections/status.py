@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from eventsourcing_cqrs.event_store import read_after
 from eventsourcing_cqrs.event_store.port import EventReader, RecordedEvent, validate_position
 from projections.errors import ProjectionHaltedError, WaitTimeoutError
-from projections.projection import Projection, segment_of
+from projections.projection import Projection, key_function, segment_of
 from projections.read_model_store.port import (
     MAX_SEGMENTS,
     Generation,
@@ -177,8 +177,9 @@ def _lag(
     # One read: the first pending event (for the lag in seconds) and how many there are.
     pending: RecordedEvent | None = None
     lag = 0
+    key_of = key_function(projection)
     for event in read_after(events, checkpoint, filter=projection.event_filter(), limit=count_limit + 1):
-        if segment is not None and segment_of(projection.sequencing_key(event), segment[1]) != segment[0]:
+        if segment is not None and segment_of(key_of(event), segment[1]) != segment[0]:
             continue
         if pending is None:
             pending = event

@@ -40,7 +40,7 @@ from __future__ import annotations
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
@@ -223,6 +223,45 @@ class Session:
             finally:
                 cursor.close()
 
+    def fetch_raw(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of a statement the caller wrote (raw SQL), which may write."""
+        return self.fetch(sql, params)
+
+
+class DeferredWrites(Session):
+    """A unit of work that reads through a snapshot and takes the write lock at its first write.
+
+    For a segment's batch on SQLite, whose one write lock would otherwise be held while the
+    batch's handlers run, so that no two segments' handlers (in any process) could run at
+    once. Reads go to ``reading`` (a read transaction: one consistent snapshot, which holds
+    every batch this segment committed, and its segment's documents are written by no one
+    else) until the first write; ``open_writer`` then begins the write transaction (checking
+    the lease again, inside it) and every later statement, reads included, goes there.
+    """
+
+    def __init__(self, reading: Session, open_writer: Callable[[], Session]) -> None:
+        # Not Session.__init__: this session has no connection of its own.
+        self._reading = reading
+        self._open_writer = open_writer
+        self._writer: Session | None = None
+
+    def _write(self) -> Session:
+        if self._writer is None:
+            self._writer = self._open_writer()
+        return self._writer
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return (self._writer or self._reading).fetch(sql, params)
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._write().run(sql, params)
+
+    def run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._write().run_many(sql, rows)
+
+    def fetch_raw(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._write().fetch(sql, params)
+
 
 # -- rows -----------------------------------------------------------------------------------
 
@@ -365,8 +404,12 @@ class Catalog:
             sql, params = d.columns(table)
             present = {str(name) for (name,) in session.fetch(sql, params)}
             for column in columns:
-                if column.split()[0] not in present:
+                name = column.split()[0]
+                if name not in present:
                     session.run(f"ALTER TABLE {d.prefix}{table} ADD COLUMN {column}")
+                    if (table, name) == ("rm_parked", "key"):
+                        # Parked before keys existed: under the default key, their stream.
+                        session.run(f"UPDATE {self.parked} SET key = stream")
 
     def schema(self) -> list[str]:
         """``CREATE TABLE IF NOT EXISTS`` for the bookkeeping tables."""
@@ -789,7 +832,7 @@ class SQLDocuments:
         return int(count)
 
     def execute(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        return [tuple(row) for row in self._session.fetch(sql, tuple(params))]
+        return [tuple(row) for row in self._session.fetch_raw(sql, tuple(params))]
 
     def write(self, table: str, upserts: list[tuple[str, str]], deletes: list[str]) -> None:
         d = self._dialect
@@ -968,6 +1011,11 @@ class SQLReadModelStore(ABC):
     def _exclude_readers(self, session: Session, projection: str) -> None:  # noqa: B027 -- a hook
         """Hook: wait for the queries of ``projection`` before a switch drops their tables."""
 
+    def _defers_writes(self, lease: Lease) -> bool:
+        """Hook: whether a unit of work under ``lease`` takes the write lock only at its first write."""
+        del lease
+        return False
+
     @abstractmethod
     def lease(self, projection: str, role: LeaseRole, *, segment: int | None = None) -> Lease: ...
 
@@ -1049,7 +1097,21 @@ class SQLReadModelStore(ABC):
 
     @contextmanager
     def transaction(self, projection: str, generation: int, *, lease: Lease) -> Iterator[BufferedTransaction]:
-        with self._writing(f"a unit of work of {projection!r}") as session:
+        what = f"a unit of work of {projection!r}"
+        with ExitStack() as stack:
+            session: Session
+            if self._defers_writes(lease):
+                reading = stack.enter_context(self._reading(what))
+
+                def open_writer() -> Session:
+                    # Entered last, so left first: the write commits, then the read ends.
+                    writer = stack.enter_context(self._writing(what))
+                    self._catalog.check(writer, projection, lease, generation)
+                    return writer
+
+                session = DeferredWrites(reading, open_writer)
+            else:
+                session = stack.enter_context(self._writing(what))
             self._catalog.check(session, projection, lease, generation)
             info = self._catalog.generation(session, projection, generation, lease.role)
             assert info is not None

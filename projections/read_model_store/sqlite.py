@@ -39,7 +39,7 @@ from projections.read_model_store._buffered import Where
 from projections.read_model_store._lease import LeaseBase, validate_segment, validate_segment_count
 from projections.read_model_store._names import validate_projection_name
 from projections.read_model_store._sql import Dialect, Session, SQLReadModelStore
-from projections.read_model_store.port import LeaseRole
+from projections.read_model_store.port import Lease, LeaseRole
 
 __all__ = ["SQLiteReadModelStore"]
 
@@ -336,6 +336,11 @@ class SQLiteReadModelStore(SQLReadModelStore):
             if not nested and connection.in_transaction:
                 with _translated(self._path):
                     connection.execute("COMMIT")
+
+    def _defers_writes(self, lease: Lease) -> bool:
+        # A segment's batch runs its handlers before it takes the file's one write lock, so
+        # that segments in several processes run their handlers at the same time.
+        return lease.segment is not None
 
     def _lock_path(self, projection: str, role: LeaseRole, segment: int | None = None) -> str:
         segment_part = "" if segment is None else f".{segment}"

@@ -1281,7 +1281,8 @@ class ReadModelStoreContract:
             try:
                 [parked] = reopened.parked_events("accounts_view")
                 assert parked.to_recorded() == event
-                assert (parked.key, parked.segment, parked.held_back) == ("", None, False)
+                # Parked before keys existed: under the default key, its stream.
+                assert (parked.key, parked.segment, parked.held_back) == ("Acc-1", None, False)
                 assert (parked.error, parked.attempts) == ("ValueError: bad", 3)
                 live = reopened.describe("accounts_view").live
                 assert live is not None
@@ -1292,7 +1293,7 @@ class ReadModelStoreContract:
                 reopened.close()
         reopened = read_model_store_factory()
         try:
-            assert reopened.request_retry("accounts_view", keys=[""]) == 1
+            assert reopened.request_retry("accounts_view", keys=["Acc-1"]) == 1
             # And segmented generations work on the upgraded database.
             generation = self._segmented(reopened)
             lease = reopened.lease("split_view", LeaseRole.RUN, segment=3)
