@@ -277,3 +277,25 @@ def print_table(rows: list[Row], header_lines: list[str]) -> None:
             es = _ratio(row.ours, row.theirs, row.higher_is_better)
             raw = _ratio(row.ours, row.raw, row.higher_is_better)
             print(f"| {row.summary.ljust(width)} | {es:>9} | {raw:>10} |")
+
+
+def print_markdown_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]], right: set[int]) -> None:
+    """Print ``rows`` under ``header`` as a Markdown table, the columns in ``right`` right-aligned."""
+    table = [header, *rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+
+    def render(cells: tuple[str, ...]) -> str:
+        padded = (
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+        return "| " + " | ".join(padded) + " |"
+
+    print(render(header))
+    print(
+        "|"
+        + "|".join(("-" * (w + 1) + ":") if i in right else "-" * (w + 2) for i, w in enumerate(widths))
+        + "|"
+    )
+    for row in rows:
+        print(render(row))

@@ -53,7 +53,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from _common import quiet_logs, run_child
+from _common import print_markdown_table, quiet_logs, run_child
 from _esdb_probe import server_cpu
 from rebuild import seed_events
 
@@ -279,25 +279,7 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
         "client CPU µs",
         "server CPU µs",
     )
-    table = [header, *rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    right = {3, 4, 5, 6, 7}
-
-    def render(cells: tuple[str, ...]) -> str:
-        padded = (
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-        return "| " + " | ".join(padded) + " |"
-
-    print(render(header))
-    print(
-        "|"
-        + "|".join(("-" * (w + 1) + ":") if i in right else "-" * (w + 2) for i, w in enumerate(widths))
-        + "|"
-    )
-    for row in rows:
-        print(render(row))
+    print_markdown_table(header, rows, right={3, 4, 5, 6, 7})
 
 
 def measure(args: argparse.Namespace) -> None:

@@ -66,7 +66,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import structlog
-from _common import quiet_logs
+from _common import print_markdown_table, quiet_logs
 
 from eventsourcing_cqrs.event_store import EventFilter, NewEvent, RecordedEvent, StreamState
 from eventsourcing_cqrs.event_store.sqlite import SQLiteEventStore
@@ -475,25 +475,7 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
         "worker cores",
         "machine cores",
     )
-    table = [header, *rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    right = {3, 4, 5, 6, 7, 8, 9, 10}
-
-    def render(cells: tuple[str, ...]) -> str:
-        padded = (
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-        return "| " + " | ".join(padded) + " |"
-
-    print(render(header))
-    print(
-        "|"
-        + "|".join(("-" * (w + 1) + ":") if i in right else "-" * (w + 2) for i, w in enumerate(widths))
-        + "|"
-    )
-    for row in rows:
-        print(render(row))
+    print_markdown_table(header, rows, right={3, 4, 5, 6, 7, 8, 9, 10})
 
 
 def measure(args: argparse.Namespace, sizes: Sizes) -> None:
