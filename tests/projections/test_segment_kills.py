@@ -25,10 +25,6 @@ It runs with SQLite events and an SQLite read model, SQLite events and a Postgre
 server (in a process of its own) with an SQLite read model, and in-process on the memory stores
 with 3 runner threads, where a "kill" is one runner stopped and started again.
 
-On the EventStoreDB test server, 50,000 events do not fit the time budget (the parent's
-appends over gRPC are the bottleneck): that variant appends ``ESDB_EVENTS`` (35,000); the
-figures are in the comment of that constant.
-
 The random schedule is seeded; the seed is in every failure message and
 ``SEGMENT_KILL_SEED=N`` replays one. The summary line is printed (``pytest -s``) and its figures
 recorded as test properties (``--junitxml``).
@@ -75,11 +71,6 @@ SEGMENTS = SegmentTally.segments
 WORKERS = 3
 STREAMS = 500
 EVENTS = 50_000
-#: How many events the EventStoreDB variant appends: the parent's appends over gRPC are the
-#: bottleneck there. Measured on a 2-CPU machine (shared with other test runs): 50,000 events
-#: took 52.7 s (the appends 42.0 s, the last round and catching up 2.6 s, the rebuild 3.7 s);
-#: 35,000 fit about 40 s.
-ESDB_EVENTS = 35_000
 KILLS = 12
 #: Over how long the appends are spread, per event store (about the time the workers need).
 APPEND_SECONDS = {"sqlite": 9.0, "esdb": 8.0, "memory": 8.0}
@@ -599,12 +590,11 @@ def test_three_workers_one_killed_again_and_again_apply_every_event_once_in_orde
     request: pytest.FixtureRequest,
     record_property: Callable[[str, object], None],
 ) -> None:
+    total = EVENTS
     if events_kind == "esdb":
         events_uri = request.getfixturevalue("esdb_uri")
-        total = ESDB_EVENTS
     else:
         events_uri = f"sqlite:///{tmp_path / 'events.db'}?durable=false"
-        total = EVENTS
     schema = ""
     if read_models_kind == "postgres":
         postgres_uri = request.getfixturevalue("postgres_uri")
