@@ -330,9 +330,13 @@ class SegmentPool:
             while not stopping():
                 try:
                     if slot is None or not slot.held:
+                        first = slot is None
                         slot = self._take_slot(stopping)
                         if slot is None:
                             return False
+                        if first:
+                            # A worker starting (again) is the way out of a recorded failure.
+                            self._store.set_state(self._name, ProjectionState.CATCHING_UP)
                         self._log.info("projection.worker_started", slot=slot.segment)
                     self._reap(done)
                     if until_caught_up and len(done) == self._segments:
@@ -374,15 +378,20 @@ class SegmentPool:
             self._log.info("projection.worker_stopped", caught_up=sorted(done))
 
     def _record_stopped(self, failed: bool) -> None:
-        """The last worker to stop records STOPPED (unless a failure was recorded)."""
+        """The last worker to stop records STOPPED, unless this one or another one failed.
+
+        Another worker's failure (its segment recorded FAILED, with the error) stands: stopping
+        the healthy ones does not mend it.
+        """
         if failed:
             return
         try:
             others = self._store.leases_held(self._name, LeaseRole.WORKER, MAX_SEGMENTS)
+            if others or self._store.describe(self._name).state is ProjectionState.FAILED:
+                return
         except self._outages:
             return  # the store is away: status reads an active state nobody holds as stopped
-        if not others:
-            self._runner._record_state(ProjectionState.STOPPED)
+        self._runner._record_state(ProjectionState.STOPPED)
 
     @property
     def held(self) -> list[int]:

@@ -490,9 +490,18 @@ class ProjectionRunner:
         return generation.version < self._projection.version or generation.segments != self._segments
 
     def _set_state(self, state: ProjectionState, *, error: str | None = None) -> None:
-        """Record the state (a segment runner never waits for its lease: its pool claimed it)."""
-        if self._segment is None or state is not ProjectionState.WAITING_FOR_LEASE:
-            self._store.set_state(self._name, state, error=error)
+        """Record the state.
+
+        A segment runner never waits for its lease (its pool claimed it), and records no active
+        state over a FAILED one: another segment's failure, maybe in another worker, stands until
+        a worker starts again (its pool records CATCHING_UP first).
+        """
+        if self._segment is not None and error is None:
+            if state is ProjectionState.WAITING_FOR_LEASE:
+                return
+            if self._store.describe(self._name).state is ProjectionState.FAILED:
+                return
+        self._store.set_state(self._name, state, error=error)
 
     def _run(self, *, until_caught_up: bool) -> RunOutcome:
         if self._segments > 1 and self._segment is None:

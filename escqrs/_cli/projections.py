@@ -682,11 +682,13 @@ def _run_workers(
         f"Started {workers} workers of {markup(target.name)} ({segments} segments), {doing}: "
         f"pids {pids}. Press Ctrl-C to stop."
     )
-    interrupted, codes = _supervise(processes)
+    interrupted, stopped, codes = _supervise(processes)
+    # A worker the command signalled to stop may end by the signal itself, if it came while the
+    # worker was still starting: it stopped, it did not fail.
     failed = [
         (process.pid, code)
         for process, code in zip(processes, codes, strict=True)
-        if code != 0 and not (interrupted and code in _SIGNALLED)
+        if code != 0 and not ((interrupted or stopped) and code in _SIGNALLED)
     ]
     if interrupted:
         console.print("Stopped: every worker committed its batches in flight and stopped.")
@@ -749,10 +751,11 @@ def _start_workers(
     return processes
 
 
-def _supervise(processes: Sequence[subprocess.Popen[bytes]]) -> tuple[bool, list[int]]:
+def _supervise(processes: Sequence[subprocess.Popen[bytes]]) -> tuple[bool, bool, list[int]]:
     """Wait for the workers; forward SIGINT and SIGTERM to them; stop them all when one fails.
 
-    Returns whether a signal arrived, and each worker's exit code.
+    Returns whether a signal arrived, whether the others were stopped because one failed, and
+    each worker's exit code.
     """
     interrupted = [False]
 
@@ -781,7 +784,7 @@ def _supervise(processes: Sequence[subprocess.Popen[bytes]]) -> tuple[bool, list
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
-    return interrupted[0], [process.returncode for process in processes]
+    return interrupted[0], stopping, [process.returncode for process in processes]
 
 
 def _signal_all(processes: Sequence[subprocess.Popen[bytes]], signum: int) -> None:

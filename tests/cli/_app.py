@@ -7,7 +7,8 @@ be made to fail (to park events) and to go slowly (to interrupt a rebuild).
 
 Loaded by the subprocesses as ``--app cli._app:app`` (``tests`` is on their ``PYTHONPATH``);
 ``--app cli._app:segmented`` is the same with a segmented projection instead
-(:class:`SegmentedBalances`, ``segments = 4``).
+(:class:`SegmentedBalances`, ``segments = 4``), and ``cli._app:segmented_stopping`` the same
+projection with the ``STOP`` policy.
 """
 
 from __future__ import annotations
@@ -22,7 +23,16 @@ from escqrs.examples.bank.app import bank
 from escqrs.examples.bank.events import AccountOpened, MoneyDeposited, MoneyWithdrawn, registry
 from projections import Backoff, EventContext, FailurePolicy, Projection, TableSpec
 
-__all__ = ["BALANCES", "SEGMENTED", "Balances", "SegmentedBalances", "app", "segmented"]
+__all__ = [
+    "BALANCES",
+    "SEGMENTED",
+    "Balances",
+    "SegmentedBalances",
+    "StoppingSegmentedBalances",
+    "app",
+    "segmented",
+    "segmented_stopping",
+]
 
 #: The name of the test projection.
 BALANCES = "cli_balances"
@@ -88,4 +98,19 @@ segmented = AppSpec(
     registry=registry,
     aggregates=bank.aggregates,
     projections=(SegmentedBalances,),
+)
+
+
+class StoppingSegmentedBalances(SegmentedBalances):
+    """:class:`SegmentedBalances` that stops (the default policy) where the other parks."""
+
+    failure_policy = FailurePolicy.STOP
+
+
+#: The segmented projection whose failing event stops its worker.
+segmented_stopping = AppSpec(
+    name="cli-test-segmented-stopping",
+    registry=registry,
+    aggregates=bank.aggregates,
+    projections=(StoppingSegmentedBalances,),
 )

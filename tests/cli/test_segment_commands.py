@@ -8,6 +8,7 @@ one (the bank demo's), which the tests only read.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import time
@@ -174,6 +175,49 @@ def test_workers_retry_a_parked_key_in_order_and_stop_gracefully_on_sigterm(
         assert views.leases_held(SEGMENTED, LeaseRole.RUN, SEGMENTS) == set()
         # Recorded by the last worker to stop gracefully (a killed one leaves "live" behind).
         assert views.describe(SEGMENTED).state is ProjectionState.STOPPED
+    finally:
+        views.close()
+
+
+def test_a_worker_that_fails_stops_the_others_and_the_command_exits_1_naming_the_event(
+    backend: Backend, tmp_path: Path
+) -> None:
+    if backend.name != "sqlite":
+        pytest.skip("supervising the workers is the command's business, the same on every event store")
+    marker = tmp_path / "poison"
+    marker.touch()
+    ada = backend.ada.removeprefix("Account-")
+    env = settings(
+        backend,
+        tmp_path,
+        CLI_POISON_MARKER=str(marker),
+        CLI_POISON_ACCOUNT=ada,
+        ESCQRS_APP="cli._app:segmented_stopping",
+    )
+
+    run = escqrs("projections", "run", SEGMENTED, "--workers", "2", env=env)
+
+    assert run.returncode == 1, run.stderr
+    pids = worker_pids(run.stderr)
+    assert len(pids) == 2
+    # The worker holding the poisoned account's segment fails; the other may take that segment
+    # over and fail on the same event before the command stops it.
+    assert re.search(
+        r"[12] of the 2 workers of 'cli_segmented_balances' failed \(pid \d+ exited with 1", run.stderr
+    )
+    assert "exited with -" not in run.stderr  # a worker the command stopped did not fail
+    assert f"stream 'Account-{ada}'" in run.stderr  # the worker's own error, naming the event
+    for pid in pids:  # every worker is gone, the healthy one stopped by the command
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    views = connect_read_models(env["ESCQRS_READ_MODELS"])
+    try:
+        record = views.describe(SEGMENTED)
+        assert record.state is ProjectionState.FAILED
+        assert record.last_error is not None
+        assert f"Account-{ada}" in record.last_error
+        assert not views.leases_held(SEGMENTED, LeaseRole.RUN, SEGMENTS)
+        assert not views.leases_held(SEGMENTED, LeaseRole.WORKER, MAX_SEGMENTS)
     finally:
         views.close()
 
