@@ -268,7 +268,6 @@ class SharedFeed:
 class _Child:
     """A segment runner and the thread running it."""
 
-    segment: int
     runner: ProjectionRunner
     thread: threading.Thread
     result: list[bool] = field(default_factory=list)
@@ -393,11 +392,6 @@ class SegmentPool:
             return  # the store is away: status reads an active state nobody holds as stopped
         self._runner._record_state(ProjectionState.STOPPED)
 
-    @property
-    def held(self) -> list[int]:
-        """The segments this worker runs now."""
-        return sorted(self._children)
-
     def _take_slot(self, stopping: Callable[[], bool]) -> Lease | None:
         while not stopping():
             for number in range(MAX_SEGMENTS):
@@ -467,7 +461,7 @@ class SegmentPool:
                 lease.release()
 
         thread = threading.Thread(target=target, name=f"projection-{self._name}-{segment}", daemon=True)
-        self._children[segment] = _Child(segment, child_runner, thread, result)
+        self._children[segment] = _Child(child_runner, thread, result)
         thread.start()
 
     def _stop_all(self) -> None:

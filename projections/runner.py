@@ -85,7 +85,7 @@ from projections.errors import (
     ReadModelStoreUnavailableError,
     RunnerAlreadyRunningError,
 )
-from projections.projection import Backoff, FailurePolicy, Projection, key_function, segment_of
+from projections.projection import Backoff, FailurePolicy, Projection, key_function
 from projections.read_model_store.port import (
     Generation,
     Lease,
@@ -814,10 +814,7 @@ class ProjectionRunner:
             self._set_state(ProjectionState.CATCHING_UP)
         with self._store.transaction(self._name, generation.number, lease=lease) as transaction:
             self._blocked = transaction.parked_keys()
-        segment, segments, key_of = self._segment, self._segments, self._sequencing_key
-        # A segment runner on its own subscription skips the other segments' events itself;
-        # one fed by its worker's SharedFeed is handed its own events only.
-        skips = segment is not None and self._feed is None
+        segment = self._segment
 
         def flush() -> None:
             nonlocal committed
@@ -832,8 +829,10 @@ class ProjectionRunner:
             batch.clear()
 
         subscription: Polled
-        if self._feed is not None and segment is not None:
-            subscription = self._feed.subscribe(segment, committed)  # its worker's one reader of $all
+        if segment is not None:
+            # A segment runner follows its share of its worker's one reader of $all: its own events.
+            assert self._feed is not None, "a segment runner follows $all through its pool's feed"
+            subscription = self._feed.subscribe(segment, committed)
         else:
             subscription = self._events.subscribe(
                 from_position=committed, filter=self._filter, checkpoint_interval=self._checkpoint_interval
@@ -850,13 +849,6 @@ class ProjectionRunner:
                         return _Follow.STOPPED
                     item = poll(timeout())
                     if isinstance(item, RecordedEvent):
-                        if skips and segment_of(key_of(item), segments) != segment:
-                            # Another segment's: considered here as a checkpoint is.
-                            if committed is None or item.position > committed:
-                                batch.position = item.position
-                                if policy.checkpoint_seen():
-                                    flush()
-                            continue
                         batch.events.append(item)
                         batch.position = item.position
                         if event_added():

@@ -19,6 +19,7 @@ from projections.read_model_store.port import (
     MAX_SEGMENTS,
     Generation,
     LeaseRole,
+    ParkedEvent,
     ProjectionState,
     ReadModelStore,
 )
@@ -123,7 +124,7 @@ def projection_status(
     segments: tuple[SegmentStatus, ...] = ()
     workers = 0
     if live is not None and live.segments > 1:
-        segments = _segment_statuses(projection, events, store, live, count_limit)
+        segments = _segment_statuses(projection, events, store, live, count_limit=count_limit, parked=parked)
         lag = sum(segment.lag_events for segment in segments)
         capped = lag > count_limit
         lag_seconds = max(segment.lag_seconds for segment in segments)
@@ -184,7 +185,13 @@ def _waited(pending: RecordedEvent | None) -> float:
 
 
 def _segment_statuses(
-    projection: Projection, events: EventReader, store: ReadModelStore, live: Generation, count_limit: int
+    projection: Projection,
+    events: EventReader,
+    store: ReadModelStore,
+    live: Generation,
+    *,
+    count_limit: int,
+    parked: list[ParkedEvent],
 ) -> tuple[SegmentStatus, ...]:
     """Each segment's status, its lag counted in one read of ``$all`` from the lowest checkpoint.
 
@@ -192,7 +199,6 @@ def _segment_statuses(
     capped by the same read.
     """
     held = store.leases_held(projection.name, LeaseRole.RUN, live.segments)
-    parked = store.parked_events(projection.name)
     progress = live.segment_progress
     lags = [0] * live.segments
     oldest: list[RecordedEvent | None] = [None] * live.segments

@@ -305,23 +305,16 @@ class GenerationRow(NamedTuple):
 
     def to_generation(self, projection: str, progress: tuple[SegmentProgress, ...] = ()) -> Generation:
         tables = self.tables if isinstance(self.tables, str) else bytes(self.tables).decode()
-        checkpoint = None if self.checkpoint is None else int(self.checkpoint)
-        applied = int(self.events_applied)
-        if progress:
-            checkpoints = [segment.checkpoint for segment in progress]
-            checkpoint = None if None in checkpoints else min(c for c in checkpoints if c is not None)
-            applied = sum(segment.events_applied for segment in progress)
         return Generation(
             projection=projection,
             number=int(self.generation),
             version=int(self.version),
             tables=tables_from_json(tables),
-            checkpoint=checkpoint,
-            events_applied=applied,
+            checkpoint=None if self.checkpoint is None else int(self.checkpoint),
+            events_applied=int(self.events_applied),
             created_at=as_datetime(self.created_at),
             segments=int(self.segments),
-            segment_progress=progress,
-        )
+        ).with_progress(progress)
 
 
 class ParkedRow(NamedTuple):

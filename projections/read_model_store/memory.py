@@ -343,13 +343,7 @@ class InMemoryReadModelStore:
             replace(segment, owner=data.owners.get((role, number_)))
             for number_, segment in sorted(generation.segments.items())
         )
-        checkpoints = [segment.checkpoint for segment in progress]
-        return replace(
-            generation.info,
-            checkpoint=None if None in checkpoints else min(c for c in checkpoints if c is not None),
-            events_applied=sum(segment.events_applied for segment in progress),
-            segment_progress=progress,
-        )
+        return generation.info.with_progress(progress)
 
     def describe(self, projection: str) -> ProjectionRecord:
         with self._lock:

@@ -56,7 +56,7 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -190,6 +190,19 @@ class Generation:
     segments: int = 1
     #: One entry per segment when ``segments > 1``, by segment number.
     segment_progress: tuple[SegmentProgress, ...] = ()
+
+    def with_progress(self, progress: tuple[SegmentProgress, ...]) -> Generation:
+        """This generation as its segments stand: the lowest checkpoint (``None`` while any segment
+        has none, since every event up to it was considered by every segment) and the sum applied."""
+        if not progress:
+            return self
+        checkpoints = [segment.checkpoint for segment in progress]
+        return replace(
+            self,
+            checkpoint=None if None in checkpoints else min(c for c in checkpoints if c is not None),
+            events_applied=sum(segment.events_applied for segment in progress),
+            segment_progress=progress,
+        )
 
 
 @dataclass(frozen=True, slots=True)
