@@ -1,7 +1,8 @@
 """Fault test: the EventStoreDB test server restarted 20 times at random moments under load.
 
 An appender thread appends numbered events round-robin to many streams, a
-:class:`~projections.runner.ProjectionRunner` tallies them into a SQLite read model and a raw
+:class:`~projections.runner.ProjectionRunner` tallies them into a SQLite read model (once as one
+runner, once split into 4 segments, whose worker reads ``$all`` once for all of them) and a raw
 :meth:`EsdbEventStore.subscribe` consumer collects them, all through one shared store (one
 esdbclient client, as in production). Meanwhile the server is stopped and started again on the
 same port, keeping its data, 20 times. At the end every appended event must have been applied
@@ -90,8 +91,9 @@ def _wait(condition: Callable[[], bool], limit: float) -> bool:
     return True
 
 
+@pytest.mark.parametrize("segments", [1, 4], ids=["one runner", "4 segments"])
 def test_twenty_restarts_under_load_lose_and_double_nothing(
-    tmp_path: Path, record_property: Callable[[str, object], None]
+    segments: int, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     seed = int(os.environ.get("ESDB_RESTART_SEED", random.randrange(2**32)))
     rng = random.Random(seed)
@@ -103,7 +105,9 @@ def test_twenty_restarts_under_load_lose_and_double_nothing(
 
     with EsdbTestServer(strict=True) as server, EsdbEventStore(server.uri) as events:
         read_models = SQLiteReadModelStore(tmp_path / "views.db", durable=False)
-        projection = TimedTally(event_type)
+        # Split into segments, the runner is a worker whose segments share one reader of $all.
+        tally_class = type("SegmentedTimedTally", (TimedTally,), {"segments": segments})
+        projection = TimedTally(event_type) if segments == 1 else tally_class(event_type)
         runner = ProjectionRunner(
             projection,
             events,
@@ -111,6 +115,7 @@ def test_twenty_restarts_under_load_lose_and_double_nothing(
             batch_delay=0.01,
             lease_poll_interval=0.02,
             retry_check_interval=0.02,
+            rebalance_interval=0.05,
         )
         appender = Appender(events, streams, event_type)
         raw = RawConsumer(events, prefix)
@@ -174,10 +179,10 @@ def test_twenty_restarts_under_load_lose_and_double_nothing(
                 for event_id in ids
             }
             applied_count = len(applied_table.find())
-            counts = {
-                stream: (view.table("streams").get(stream) or {"count": 0})["count"] for stream in streams
-            }
+            rows = {stream: view.table("streams").get(stream) or {"count": 0} for stream in streams}
         read_models.close()
+    counts = {stream: row["count"] for stream, row in rows.items()}
+    out_of_order = sorted(stream for stream, row in rows.items() if not row.get("in_order", True))
 
     appended_ids = {event_id for ids in appender.appended.values() for event_id in ids}
     expected_counts = {stream: len(ids) for stream, ids in appender.appended.items()}
@@ -193,6 +198,8 @@ def test_twenty_restarts_under_load_lose_and_double_nothing(
         "append_retries": appender.retries,
         "runner_lost": runner_lost,
         "runner_doubled": runner_doubled,
+        "runner_out_of_order_streams": len(out_of_order),
+        "segments": segments,
         "raw_lost": raw_lost,
         "raw_doubled": raw_doubled,
         "max_recovery_s": round(max(recoveries), 3),
@@ -204,6 +211,8 @@ def test_twenty_restarts_under_load_lose_and_double_nothing(
 
     if counts != expected_counts or runner_doubled or runner_lost or applied_count != len(appended_ids):
         fail(f"the runner's counts differ: {figures}; counts {counts} != appended {expected_counts}")
+    if out_of_order:
+        fail(f"the runner applied events of {out_of_order[:5]} out of order: {figures}")
     if raw_lost or raw_doubled or len(raw_ids) != len(appended_ids):
         fail(f"the raw subscription lost or doubled events: {figures}")
     positions = [event.position for event in raw.seen]

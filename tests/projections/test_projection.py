@@ -217,3 +217,11 @@ def test_starting_a_runner_whose_thread_still_runs_raises_runner_already_running
         runner.stop()
         runner.join(10)
     assert not runner.running
+
+
+def test_a_number_of_segments_outside_1_to_256_is_refused_naming_it() -> None:
+    for segments in (0, 257, True, 2.0):
+        bad = type("Bad", (Opened,), {"segments": segments})
+        with pytest.raises(ProjectionDefinitionError, match="segments must be a whole number from 1 to 256"):
+            bad()
+    assert type("Fine", (Opened,), {"segments": 256})().segments == 256

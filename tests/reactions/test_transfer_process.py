@@ -324,3 +324,10 @@ def test_a_start_event_that_decides_nothing_leaves_no_instance_as_in_the_runner(
     picky.when(Done()).then_nothing()  # so an event for x finds none
     with pytest.raises(AssertionError, match="No instance 'x'"):
         picky.instance("x")
+
+
+def test_a_reactor_needs_a_whole_number_of_segments() -> None:
+    for segments in (0, -1, True, "4"):
+        bad = type("Bad", (Reactor,), {"name": "bad", "segments": segments})
+        with pytest.raises(ReactionDefinitionError, match="segments must be a whole number of at least 1"):
+            bad()
